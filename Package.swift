@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Tidepool",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tidepool", targets: ["tidepool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C view of the system librdkafka (Debian: librdkafka-dev), plus a shim for the
+        // parts Swift cannot import (variadic producev, macros with casts).
+        .systemLibrary(
+            name: "CRdKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"])]
+        ),
+        // Pure engine: events, decoding, per-partition customer state, trigger rules.
+        // No I/O, no clock: every call takes the time it should use.
+        .target(
+            name: "TidepoolEngine",
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        // Thin Swift layer over librdkafka: batch consumer, idempotent producer, mock cluster.
+        .target(
+            name: "TidepoolKafka",
+            dependencies: ["CRdKafka"]
+        ),
+        // Daemon wiring: configuration, the processing pipeline, lifecycle, the demo.
+        .target(
+            name: "TidepoolDaemon",
+            dependencies: [
+                "TidepoolEngine", "TidepoolKafka",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .executableTarget(
+            name: "tidepool",
+            dependencies: [
+                "TidepoolDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "tidepool-bench",
+            dependencies: ["TidepoolEngine"],
+            path: "Benchmarks/tidepool-bench"
+        ),
+        .testTarget(name: "TidepoolEngineTests", dependencies: ["TidepoolEngine"]),
+        .testTarget(name: "TidepoolDaemonTests", dependencies: ["TidepoolDaemon", "TidepoolKafka", "TidepoolEngine"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

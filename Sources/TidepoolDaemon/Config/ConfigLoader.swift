@@ -1,0 +1,215 @@
+import Foundation
+import TidepoolEngine
+import Yams
+
+/// A configuration problem, located in its file: `FILE:LINE:COLUMN: message`.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var message: String
+
+    public var description: String { "\(file):\(line):\(column): \(message)" }
+}
+
+/// Reads the YAML configuration into `TidepoolConfig`, rejecting unknown keys and wrong types
+/// with the file, line and column of the offending node (Yams keeps source marks per node).
+public struct ConfigLoader {
+    public let file: String
+
+    public init(file: String) { self.file = file }
+
+    public static func load(path: String) throws -> TidepoolConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(file: path, line: 0, column: 0, message: "cannot read configuration: \(error.localizedDescription)")
+        }
+        return try ConfigLoader(file: path).parse(text)
+    }
+
+    public func parse(_ text: String) throws -> TidepoolConfig {
+        var config = TidepoolConfig()
+        let root: Node
+        do {
+            guard let n = try Yams.compose(yaml: text) else { return config }  // empty file: all defaults
+            root = n
+        } catch let e as YamlError {
+            throw yamlError(e)
+        }
+        let top = try mapping(root, "the configuration")
+        for (k, v) in top {
+            switch k.string ?? "" {
+            case "kafka": try parseKafka(v, &config.kafka)
+            case "decoding":
+                for (k2, v2) in try mapping(v, "decoding") {
+                    switch k2.string ?? "" {
+                    case "max_event_bytes": config.decoding.maxEventBytes = try int(v2, min: 64, max: 16 << 20)
+                    case "max_future_skew": config.decoding.maxFutureSkewMs = try duration(v2)
+                    case "max_id_bytes": config.decoding.maxIDBytes = try int(v2, min: 1, max: 1024)
+                    default: throw unknown(k2, in: "decoding", known: ["max_event_bytes", "max_future_skew", "max_id_bytes"])
+                    }
+                }
+            case "processing":
+                for (k2, v2) in try mapping(v, "processing") {
+                    switch k2.string ?? "" {
+                    case "batch_size": config.processing.batchSize = try int(v2, min: 1, max: 1_000_000)
+                    case "poll_timeout": config.processing.pollTimeoutMs = try duration(v2)
+                    default: throw unknown(k2, in: "processing", known: ["batch_size", "poll_timeout"])
+                    }
+                }
+            case "first_purchase":
+                for (k2, v2) in try mapping(v, "first_purchase") {
+                    switch k2.string ?? "" {
+                    case "enabled": config.firstPurchase.enabled = try bool(v2)
+                    case "campaign": config.firstPurchase.campaign = try token(v2)
+                    case "channel": config.firstPurchase.channel = try token(v2)
+                    case "ttl": config.firstPurchase.ttlMs = try duration(v2)
+                    default: throw unknown(k2, in: "first_purchase", known: ["enabled", "campaign", "channel", "ttl"])
+                    }
+                }
+            case "shutdown":
+                for (k2, v2) in try mapping(v, "shutdown") {
+                    switch k2.string ?? "" {
+                    case "deadline": config.shutdown.deadlineMs = try duration(v2)
+                    default: throw unknown(k2, in: "shutdown", known: ["deadline"])
+                    }
+                }
+            case "log":
+                for (k2, v2) in try mapping(v, "log") {
+                    switch k2.string ?? "" {
+                    case "level":
+                        let s = try string(v2)
+                        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(s) else {
+                            throw error(v2, "log.level must be one of trace, debug, info, notice, warning, error, critical")
+                        }
+                        config.logLevel = s
+                    default: throw unknown(k2, in: "log", known: ["level"])
+                    }
+                }
+            default:
+                throw unknown(k, in: "the top level", known: ["kafka", "decoding", "processing", "first_purchase", "shutdown", "log"])
+            }
+        }
+        return config
+    }
+
+    private func parseKafka(_ v: Node, _ kafka: inout TidepoolConfig.Kafka) throws {
+        for (k, v) in try mapping(v, "kafka") {
+            switch k.string ?? "" {
+            case "bootstrap_servers": kafka.bootstrapServers = try string(v)
+            case "group_id": kafka.groupID = try string(v)
+            case "input_topics":
+                guard case .sequence(let seq) = v, !seq.isEmpty else { throw error(v, "kafka.input_topics must be a non-empty list of topic names") }
+                kafka.inputTopics = try seq.map { try string($0) }
+            case "trigger_topic": kafka.triggerTopic = try string(v)
+            case "dead_letter_topic": kafka.deadLetterTopic = try string(v)
+            case "properties": kafka.properties = try properties(v, "kafka.properties")
+            case "consumer":
+                kafka.consumer = try properties(v, "kafka.consumer")
+                if let bad = kafka.consumer["enable.auto.offset.store"], bad != "false" {
+                    throw error(v, "kafka.consumer: enable.auto.offset.store must stay false (Tidepool stores offsets after processing)")
+                }
+            case "producer": kafka.producer = try properties(v, "kafka.producer")
+            default:
+                throw unknown(k, in: "kafka", known: ["bootstrap_servers", "group_id", "input_topics", "trigger_topic",
+                                                       "dead_letter_topic", "properties", "consumer", "producer"])
+            }
+        }
+    }
+
+    // MARK: - Node readers
+
+    private func mapping(_ n: Node, _ what: String) throws -> [(Node, Node)] {
+        guard case .mapping(let m) = n else { throw error(n, "\(what) must be a mapping of key: value") }
+        var seen = Set<String>()
+        var out: [(Node, Node)] = []
+        for (k, v) in m {
+            guard let key = k.string else { throw error(k, "keys must be strings") }
+            guard seen.insert(key).inserted else { throw error(k, "duplicate key '\(key)'") }
+            out.append((k, v))
+        }
+        return out
+    }
+
+    private func properties(_ n: Node, _ what: String) throws -> [String: String] {
+        var out: [String: String] = [:]
+        for (k, v) in try mapping(n, what) {
+            guard case .scalar(let s) = v else { throw error(v, "\(what).\(k.string ?? "") must be a scalar (librdkafka takes strings)") }
+            out[k.string!] = s.string
+        }
+        return out
+    }
+
+    private func string(_ n: Node) throws -> String {
+        guard case .scalar(let s) = n else { throw error(n, "expected a string") }
+        return s.string
+    }
+
+    private func token(_ n: Node) throws -> String {
+        let s = try string(n)
+        guard let f = s.utf8.first, f >= 0x61, f <= 0x7A,
+              s.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }) else {
+            throw error(n, "expected a lower-case name such as first_purchase_welcome ([a-z][a-z0-9_]*), found '\(s)'")
+        }
+        return s
+    }
+
+    private func int(_ n: Node, min: Int, max: Int) throws -> Int {
+        guard case .scalar(let s) = n, let v = Int(s.string.replacingOccurrences(of: "_", with: "")) else {
+            throw error(n, "expected an integer")
+        }
+        guard v >= min && v <= max else { throw error(n, "expected an integer between \(min) and \(max), found \(v)") }
+        return v
+    }
+
+    private func bool(_ n: Node) throws -> Bool {
+        guard case .scalar(let s) = n else { throw error(n, "expected true or false") }
+        switch s.string {
+        case "true": return true
+        case "false": return false
+        default: throw error(n, "expected true or false, found '\(s.string)'")
+        }
+    }
+
+    /// Durations: an integer followed by ms, s, m, h or d (`250ms`, `30s`, `5m`, `72h`, `14d`).
+    private func duration(_ n: Node) throws -> Int64 {
+        let s = try string(n)
+        guard let ms = Duration.parseMs(s) else {
+            throw error(n, "expected a duration such as 250ms, 30s, 5m, 72h or 14d, found '\(s)'")
+        }
+        return ms
+    }
+
+    private func unknown(_ k: Node, in section: String, known: [String]) -> ConfigError {
+        error(k, "unknown key '\(k.string ?? "?")' in \(section); expected one of: \(known.joined(separator: ", "))")
+    }
+
+    private func error(_ n: Node, _ message: String) -> ConfigError {
+        ConfigError(file: file, line: n.mark?.line ?? 0, column: n.mark?.column ?? 0, message: message)
+    }
+
+    private func yamlError(_ e: YamlError) -> ConfigError {
+        switch e {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _):
+            return ConfigError(file: file, line: mark.line, column: mark.column, message: "YAML syntax error: \(problem)")
+        case .composer(_, let problem, let mark, _):
+            return ConfigError(file: file, line: mark.line, column: mark.column, message: "YAML error: \(problem)")
+        default:
+            return ConfigError(file: file, line: 0, column: 0, message: "YAML error: \(e)")
+        }
+    }
+}
+
+/// Duration text used throughout the configuration.
+public enum Duration {
+    public static func parseMs(_ s: String) -> Int64? {
+        let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        for (suffix, factor) in units where s.hasSuffix(suffix) {
+            let num = s.dropLast(suffix.count)
+            if let v = Int64(num), v >= 0, v <= Int64.max / factor { return v * factor }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,59 @@
+import TidepoolEngine
+
+/// Everything `tidepool run` reads from its configuration file. Every setting has a default; the
+/// file only names what differs. The YAML layout and each key are documented in README.md and in
+/// deploy/tidepool.example.yaml.
+public struct TidepoolConfig: Equatable, Sendable {
+    public struct Kafka: Equatable, Sendable {
+        public var bootstrapServers = "127.0.0.1:9092"
+        public var groupID = "tidepool"
+        public var inputTopics = ["touchpoints"]
+        public var triggerTopic = "tidepool.triggers"
+        public var deadLetterTopic = "tidepool.dead-letters"
+        /// librdkafka properties for both clients (security.protocol, sasl.*, ssl.*, ...), untouched.
+        public var properties: [String: String] = [:]
+        /// librdkafka properties for the consumer only; they win over `properties`.
+        public var consumer: [String: String] = [:]
+        /// librdkafka properties for the producer only; they win over `properties`.
+        public var producer: [String: String] = [:]
+    }
+
+    public struct Processing: Equatable, Sendable {
+        /// Most records taken from librdkafka per poll.
+        public var batchSize = 10_000
+        /// How long one poll waits for records when there are none.
+        public var pollTimeoutMs: Int64 = 100
+    }
+
+    public struct Shutdown: Equatable, Sendable {
+        /// Longest a graceful stop may take (flush, commit, leave the group). Keep it below
+        /// systemd's TimeoutStopSec.
+        public var deadlineMs: Int64 = 20_000
+    }
+
+    public var kafka = Kafka()
+    public var decoding = DecoderLimits()
+    public var processing = Processing()
+    public var firstPurchase = FirstPurchaseRule()
+    public var shutdown = Shutdown()
+    public var logLevel = "info"
+
+    public init() {}
+
+    /// Consumer properties as handed to librdkafka.
+    public var consumerProperties: [String: String] {
+        var p = kafka.properties
+        p["bootstrap.servers"] = p["bootstrap.servers"] ?? kafka.bootstrapServers
+        p["group.id"] = kafka.groupID
+        for (k, v) in kafka.consumer { p[k] = v }
+        return p
+    }
+
+    /// Producer properties as handed to librdkafka.
+    public var producerProperties: [String: String] {
+        var p = kafka.properties
+        p["bootstrap.servers"] = p["bootstrap.servers"] ?? kafka.bootstrapServers
+        for (k, v) in kafka.producer { p[k] = v }
+        return p
+    }
+}

@@ -1,0 +1,242 @@
+import Foundation
+import Logging
+import Synchronization
+import TidepoolEngine
+import TidepoolKafka
+
+/// The processing loop: consume a batch, decode each record, apply valid events to the engine,
+/// produce triggers and dead letters, and store a record's offset once everything it caused has
+/// been acknowledged by the broker (at-least-once, no silent loss).
+///
+/// Threading: `run()` blocks the calling thread and does all the work on it, rebalance callbacks
+/// and delivery reports included. `requestStop()` may be called from any thread.
+public final class Pipeline: RebalanceListener {
+    public let config: TidepoolConfig
+    public let metrics: PipelineMetrics
+    private let logger: Logger
+    private let engine: Engine
+    private let decoder: TouchpointDecoder
+    private let encoder = TriggerEncoder()
+    private let stopFlag = Atomic<Bool>(false)
+    private let clock: () -> Int64
+
+    private var consumer: KafkaConsumer!
+    private var producer: KafkaProducer!
+    private var tracker = OffsetTracker()
+    private var counters = PipelineCounters()
+    private var currentSeq: UInt = 0
+    private var deliveryFailure: KafkaError?
+    private var outBuffer: [UInt8] = []
+
+    /// Why `run()` returned.
+    public enum Outcome: Equatable {
+        /// Stopped on request; everything processed was delivered and committed.
+        case stopped
+        /// A produced record could not be delivered: offsets after the last good batch were not
+        /// stored, so a restart reprocesses them (exit non-zero so systemd restarts us).
+        case deliveryFailed(String)
+    }
+
+    public init(config: TidepoolConfig, logger: Logger, metrics: PipelineMetrics = PipelineMetrics(),
+                clock: @escaping () -> Int64 = WallClock.nowMs) {
+        self.config = config
+        self.logger = logger
+        self.metrics = metrics
+        self.clock = clock
+        self.engine = Engine(firstPurchase: config.firstPurchase)
+        self.decoder = TouchpointDecoder(limits: config.decoding)
+    }
+
+    public func requestStop() { stopFlag.store(true, ordering: .relaxed) }
+    public var stopRequested: Bool { stopFlag.load(ordering: .relaxed) }
+
+    /// Runs until `requestStop()` or a delivery failure. Throws only for start-up errors
+    /// (bad librdkafka properties, subscription failure).
+    public func run() throws -> Outcome {
+        producer = try KafkaProducer(properties: config.producerProperties) { [unowned self] report in
+            self.onDelivery(report)
+        }
+        consumer = try KafkaConsumer(properties: config.consumerProperties, listener: self,
+                                     maxBatch: config.processing.batchSize)
+        try consumer.subscribe(config.kafka.inputTopics)
+        logger.info("consuming", metadata: ["topics": "\(config.kafka.inputTopics.joined(separator: ","))",
+                                            "group": "\(config.kafka.groupID)", "librdkafka": "\(librdkafkaVersion)"])
+        let timeout = Int32(clamping: config.processing.pollTimeoutMs)
+        while !stopRequested && deliveryFailure == nil {
+            currentSeq = tracker.open()
+            let now = clock()
+            consumer.poll(timeoutMs: timeout) { msg in handle(msg, nowMs: now) }
+            tracker.close()
+            producer.poll(timeoutMs: 0)
+            storeCompleted()
+            counters.batches += 1
+            publish()
+        }
+        return shutdown()
+    }
+
+    // MARK: - Per record
+
+    @inline(__always)
+    private func handle(_ msg: KafkaMessage, nowMs: Int64) {
+        let pkey = "\(msg.topic)[\(msg.partition)]"
+        if let err = msg.error {
+            if msg.isPartitionEOF {
+                counters.partitionsAtEOF.insert(pkey)
+            } else {
+                counters.consumerErrors += 1
+                logger.warning("consumer error", metadata: ["error": "\(err)"])
+            }
+            return
+        }
+        counters.partitionsAtEOF.remove(pkey)
+        let keyCheck: KeyCheck = msg.key.map { .bytes($0) } ?? .none
+        do throws(DecodeFailure) {
+            if msg.valueIsNull { throw DecodeFailure(.invalidJSON, "record has a null value") }
+            let event = try decoder.decode(msg.value, key: keyCheck, nowMs: nowMs)
+            counters.eventsByType[Int(event.type.rawValue)] += 1
+            engine.apply(event, partition: PartitionID(topic: msg.topic, partition: msg.partition)) { trigger in
+                emit(trigger, nowMs: nowMs)
+            }
+        } catch {
+            deadLetter(msg, error)
+        }
+        tracker.processed(topic: msg.topic, partition: msg.partition, offset: msg.offset)
+        counters.positions[pkey] = msg.offset + 1
+    }
+
+    private func emit(_ t: Trigger, nowMs: Int64) {
+        encoder.encode(t, emittedAtMs: nowMs, into: &outBuffer)
+        produceOrFail(topic: config.kafka.triggerTopic, key: Array(t.customerID.utf8), value: outBuffer, headers: [])
+        counters.triggersProduced += 1
+    }
+
+    private func deadLetter(_ msg: KafkaMessage, _ f: DecodeFailure) {
+        counters.deadLettersByReason[f.reason.index] += 1
+        var headers: [(String, [UInt8])] = [
+            ("tidepool.reason", Array(f.reason.rawValue.utf8)),
+            ("tidepool.detail", Array(f.description.utf8)),
+            ("tidepool.source.topic", Array(msg.topic.utf8)),
+            ("tidepool.source.partition", Array(String(msg.partition).utf8)),
+            ("tidepool.source.offset", Array(String(msg.offset).utf8)),
+            ("tidepool.dead_letter.version", Array("1".utf8)),
+        ]
+        if let field = f.field { headers.append(("tidepool.field", Array(field.utf8))) }
+        if let ts = msg.timestampMs { headers.append(("tidepool.source.timestamp", Array(String(ts).utf8))) }
+        do {
+            try producer.produce(topic: config.kafka.deadLetterTopic, key: msg.key,
+                                 value: msg.valueIsNull ? nil : msg.value, headers: headers, opaque: currentSeq)
+            tracker.produced()
+        } catch {
+            failDelivery(error as? KafkaError ?? KafkaError(code: -1, message: "\(error)"))
+        }
+    }
+
+    private func produceOrFail(topic: String, key: [UInt8], value: [UInt8], headers: [(String, [UInt8])]) {
+        do {
+            try producer.produce(topic: topic, key: key, value: value, headers: headers, opaque: currentSeq)
+            tracker.produced()
+        } catch {
+            failDelivery(error as? KafkaError ?? KafkaError(code: -1, message: "\(error)"))
+        }
+    }
+
+    // MARK: - Delivery and offsets
+
+    private func onDelivery(_ r: DeliveryReport) {
+        if let err = r.error {
+            counters.deliveryFailures += 1
+            failDelivery(err)
+            return
+        }
+        if r.topic == config.kafka.triggerTopic { counters.triggersDelivered += 1 } else { counters.deadLettersDelivered += 1 }
+        tracker.delivered(seq: r.opaque)
+    }
+
+    private func failDelivery(_ err: KafkaError) {
+        if deliveryFailure == nil {
+            logger.error("a produced record was not delivered; stopping without storing later offsets",
+                         metadata: ["error": "\(err)"])
+        }
+        deliveryFailure = err
+    }
+
+    /// Stores the offsets of batches whose output is fully acknowledged.
+    private func storeCompleted() {
+        guard deliveryFailure == nil else { return }
+        let done = tracker.takeCompleted()
+        guard !done.isEmpty else { return }
+        do {
+            try consumer.store(done)
+            counters.offsetsStored += Int64(done.count)
+        } catch {
+            logger.warning("offset store failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Waits for every produced record, stores and commits their offsets.
+    private func drainAndCommit(deadlineMs: Int64) {
+        do {
+            try producer.flush(timeoutMs: Int32(clamping: deadlineMs))
+        } catch {
+            logger.error("flush did not complete; uncommitted records will be reprocessed after restart",
+                         metadata: ["error": "\(error)"])
+        }
+        storeCompleted()
+        guard deliveryFailure == nil else { return }
+        do {
+            try consumer.commitStored()
+            counters.commits += 1
+        } catch {
+            logger.warning("commit failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func shutdown() -> Outcome {
+        let deadline = config.shutdown.deadlineMs
+        logger.info("stopping: flushing output and committing offsets")
+        drainAndCommit(deadlineMs: deadline)
+        consumer.close()          // the final revoke runs partitionsRevoked
+        publish()
+        if let f = deliveryFailure { return .deliveryFailed(f.description) }
+        logger.info("stopped", metadata: ["events": "\(counters.eventsIn)", "dead_letters": "\(counters.deadLetters)",
+                                          "triggers": "\(counters.triggersProduced)"])
+        return .stopped
+    }
+
+    private func publish() {
+        counters.customers = engine.customerCount
+        counters.assignedPartitions = consumer?.assignment.count ?? 0
+        metrics.publish(counters)
+    }
+
+    // MARK: - RebalanceListener
+
+    public func partitionsAssigned(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) -> [TopicPartitionOffset]? {
+        for p in partitions { engine.assign(PartitionID(topic: p.topic, partition: p.partition)) }
+        logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))"])
+        return nil
+    }
+
+    public func partitionsRevoked(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {
+        // Everything produced so far must be acknowledged and its offsets committed before the
+        // partitions go to another member; then their state leaves memory.
+        drainAndCommit(deadlineMs: config.shutdown.deadlineMs)
+        for p in partitions {
+            engine.release(PartitionID(topic: p.topic, partition: p.partition))
+            counters.positions["\(p.topic)[\(p.partition)]"] = nil
+            counters.partitionsAtEOF.remove("\(p.topic)[\(p.partition)]")
+        }
+        logger.info("partitions revoked", metadata: ["partitions": "\(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))"])
+    }
+
+    public func partitionsLost(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {
+        tracker.forget(Set(partitions.map { OffsetTracker.PartitionKey(topic: $0.topic, partition: $0.partition) }))
+        for p in partitions {
+            engine.release(PartitionID(topic: p.topic, partition: p.partition))
+            counters.positions["\(p.topic)[\(p.partition)]"] = nil
+            counters.partitionsAtEOF.remove("\(p.topic)[\(p.partition)]")
+        }
+        logger.warning("partitions lost; nothing committed for them", metadata: ["count": "\(partitions.count)"])
+    }
+}

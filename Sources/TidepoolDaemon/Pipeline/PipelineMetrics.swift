@@ -1,0 +1,41 @@
+import Synchronization
+import TidepoolEngine
+
+/// Counters of the processing pipeline. The pipeline thread owns the live values and publishes a
+/// copy once per batch (one lock per batch, none per event); readers take the published copy.
+public struct PipelineCounters: Sendable, Equatable {
+    /// Valid events by EventType.rawValue.
+    public var eventsByType = [Int64](repeating: 0, count: EventType.allCases.count)
+    /// Dead letters by DeadLetterReason.index.
+    public var deadLettersByReason = [Int64](repeating: 0, count: DeadLetterReason.allCases.count)
+    public var triggersProduced: Int64 = 0
+    public var triggersDelivered: Int64 = 0
+    public var deadLettersDelivered: Int64 = 0
+    public var deliveryFailures: Int64 = 0
+    public var consumerErrors: Int64 = 0
+    public var batches: Int64 = 0
+    public var customers: Int = 0
+    public var assignedPartitions: Int = 0
+    /// Next offset to process per partition ("topic[p]" -> offset) and partitions at their end.
+    public var positions: [String: Int64] = [:]
+    public var partitionsAtEOF: Set<String> = []
+    public var offsetsStored: Int64 = 0
+    public var commits: Int64 = 0
+
+    public init() {}
+
+    public var eventsIn: Int64 { eventsByType.reduce(0, +) }
+    public var deadLetters: Int64 { deadLettersByReason.reduce(0, +) }
+    /// Every record consumed, valid or not.
+    public var recordsIn: Int64 { eventsIn + deadLetters }
+
+    public func deadLetters(_ r: DeadLetterReason) -> Int64 { deadLettersByReason[r.index] }
+    public func events(_ t: EventType) -> Int64 { eventsByType[Int(t.rawValue)] }
+}
+
+public final class PipelineMetrics: Sendable {
+    private let published = Mutex(PipelineCounters())
+    public init() {}
+    public func publish(_ c: PipelineCounters) { published.withLock { $0 = c } }
+    public var snapshot: PipelineCounters { published.withLock { $0 } }
+}

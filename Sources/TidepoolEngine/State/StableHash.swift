@@ -1,0 +1,38 @@
+/// A hash that is the same in every process and on every machine (Swift's `Hasher` is seeded per
+/// process, so it cannot name triggers or pick holdouts). FNV-1a over the bytes, finished with
+/// the SplitMix64 mixer; two seeds give 128 bits for identifiers.
+public enum StableHash {
+    @inline(__always)
+    public static func mix(_ x0: UInt64) -> UInt64 {
+        var x = x0
+        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+        return x ^ (x >> 31)
+    }
+
+    public static func hash64<S: Sequence>(_ bytes: S, seed: UInt64 = 0) -> UInt64 where S.Element == UInt8 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325 ^ mix(seed)
+        for b in bytes {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01B3
+        }
+        return mix(h)
+    }
+
+    /// 32 lowercase hex digits naming `parts` joined by NUL bytes.
+    public static func hex128(_ parts: [String]) -> String {
+        var bytes: [UInt8] = []
+        for (n, p) in parts.enumerated() {
+            if n > 0 { bytes.append(0) }
+            bytes.append(contentsOf: p.utf8)
+        }
+        let a = hash64(bytes, seed: 0x7469_6465)  // "tide"
+        let b = hash64(bytes, seed: 0x706F_6F6C)  // "pool"
+        return hex(a) + hex(b)
+    }
+
+    static func hex(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}

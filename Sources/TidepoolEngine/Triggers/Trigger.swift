@@ -1,0 +1,114 @@
+/// A decision to contact a customer, as published on the trigger topic
+/// (schemas/trigger-event.v1.schema.json). `emitted_at` is added by the daemon when it encodes the
+/// record, because the engine has no clock.
+public struct Trigger: Sendable, Equatable {
+    /// Stable id: the same customer, campaign and episode always give the same id, so a replay
+    /// reproduces it and downstream can deduplicate on it.
+    public var triggerID: String
+    public var campaign: String
+    public var customerID: String
+    public var channel: String
+    /// Machine-readable kind of the transition that fired, e.g. `first_purchase`.
+    public var reasonKind: String
+    /// Human-readable explanation of the transition.
+    public var reasonDetail: String
+    /// The id of the event that caused the trigger.
+    public var causeEventID: String
+    public var episode: Int
+    /// Stream time at which the trigger fired (event-time milliseconds).
+    public var firedAtMs: Int64
+    /// Do not send after this instant.
+    public var expiresAtMs: Int64
+    /// Aggregates the campaign asks for, as (name, value) pairs in a fixed order.
+    public var snapshot: [(String, SnapshotValue)]
+
+    public init(triggerID: String, campaign: String, customerID: String, channel: String,
+                reasonKind: String, reasonDetail: String, causeEventID: String, episode: Int,
+                firedAtMs: Int64, expiresAtMs: Int64, snapshot: [(String, SnapshotValue)]) {
+        self.triggerID = triggerID
+        self.campaign = campaign
+        self.customerID = customerID
+        self.channel = channel
+        self.reasonKind = reasonKind
+        self.reasonDetail = reasonDetail
+        self.causeEventID = causeEventID
+        self.episode = episode
+        self.firedAtMs = firedAtMs
+        self.expiresAtMs = expiresAtMs
+        self.snapshot = snapshot
+    }
+
+    public static func id(customerID: String, campaign: String, episode: Int) -> String {
+        StableHash.hex128([customerID, campaign, String(episode)])
+    }
+
+    public static func == (a: Trigger, b: Trigger) -> Bool {
+        a.triggerID == b.triggerID && a.campaign == b.campaign && a.customerID == b.customerID
+            && a.channel == b.channel && a.reasonKind == b.reasonKind && a.reasonDetail == b.reasonDetail
+            && a.causeEventID == b.causeEventID && a.episode == b.episode && a.firedAtMs == b.firedAtMs
+            && a.expiresAtMs == b.expiresAtMs && a.snapshot.map(\.0) == b.snapshot.map(\.0)
+            && a.snapshot.map(\.1) == b.snapshot.map(\.1)
+    }
+}
+
+public enum SnapshotValue: Sendable, Equatable {
+    case int(Int64)
+    case money(Money)
+    case time(Int64)
+    case text(String)
+}
+
+/// Writes triggers as UTF-8 JSON. Hand-written for the same reason as the decoder: it runs once
+/// per trigger on the hot path and must not go through Foundation.
+public struct TriggerEncoder {
+    public init() {}
+
+    public func encode(_ t: Trigger, emittedAtMs: Int64, into out: inout [UInt8]) {
+        out.removeAll(keepingCapacity: true)
+        out.append(contentsOf: #"{"schema":"tidepool.trigger.v1","trigger_id":"#.utf8)
+        str(t.triggerID, &out)
+        out.append(contentsOf: #","campaign":"#.utf8); str(t.campaign, &out)
+        out.append(contentsOf: #","customer_id":"#.utf8); str(t.customerID, &out)
+        out.append(contentsOf: #","channel":"#.utf8); str(t.channel, &out)
+        out.append(contentsOf: #","episode":"#.utf8); out.append(contentsOf: String(t.episode).utf8)
+        out.append(contentsOf: #","reason":{"kind":"#.utf8); str(t.reasonKind, &out)
+        out.append(contentsOf: #","detail":"#.utf8); str(t.reasonDetail, &out)
+        out.append(contentsOf: #","event_id":"#.utf8); str(t.causeEventID, &out)
+        out.append(contentsOf: #"},"fired_at":"#.utf8); str(Timestamp.formatRFC3339(t.firedAtMs), &out)
+        out.append(contentsOf: #","emitted_at":"#.utf8); str(Timestamp.formatRFC3339(emittedAtMs), &out)
+        out.append(contentsOf: #","expires_at":"#.utf8); str(Timestamp.formatRFC3339(t.expiresAtMs), &out)
+        out.append(contentsOf: #","snapshot":{"#.utf8)
+        for (n, (k, v)) in t.snapshot.enumerated() {
+            if n > 0 { out.append(0x2C) }
+            str(k, &out)
+            out.append(0x3A)
+            switch v {
+            case .int(let i): out.append(contentsOf: String(i).utf8)
+            case .money(let m): out.append(contentsOf: m.description.utf8)
+            case .time(let ms): str(Timestamp.formatRFC3339(ms), &out)
+            case .text(let s): str(s, &out)
+            }
+        }
+        out.append(contentsOf: "}}".utf8)
+    }
+
+    /// A JSON string literal with the escapes RFC 8259 requires.
+    func str(_ s: String, _ out: inout [UInt8]) {
+        out.append(0x22)
+        for b in s.utf8 {
+            switch b {
+            case 0x22: out.append(0x5C); out.append(0x22)
+            case 0x5C: out.append(0x5C); out.append(0x5C)
+            case 0x0A: out.append(0x5C); out.append(0x6E)
+            case 0x0D: out.append(0x5C); out.append(0x72)
+            case 0x09: out.append(0x5C); out.append(0x74)
+            case 0..<0x20:
+                out.append(contentsOf: "\\u00".utf8)
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
+            default: out.append(b)
+            }
+        }
+        out.append(0x22)
+    }
+}

@@ -1,0 +1,257 @@
+import CRdKafka
+
+/// Receives partition assignment changes. The daemon owns this: it is called on the consumer's
+/// polling thread, inside the poll, before librdkafka applies the change, so the listener can
+/// finish in-flight work, store and commit offsets for partitions that are about to go.
+public protocol RebalanceListener: AnyObject {
+    /// Partitions were added to this member's assignment. Return the start offset for each
+    /// partition if the listener wants to seek (nil: resume from the committed offset).
+    func partitionsAssigned(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) -> [TopicPartitionOffset]?
+    /// Partitions are about to be taken away in an orderly way. Offsets can still be stored and
+    /// committed for them during this call.
+    func partitionsRevoked(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset])
+    /// Partitions were lost (session timeout, fenced): another member may own them already, so
+    /// nothing must be committed for them.
+    func partitionsLost(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset])
+}
+
+/// One consumed record, borrowed from librdkafka until the batch is released.
+public struct KafkaMessage {
+    let ptr: UnsafeMutablePointer<rd_kafka_message_t>
+    public let topic: String
+
+    /// nil for a normal record; otherwise the consumer error (partition EOF included).
+    public var error: KafkaError? {
+        let e = ptr.pointee.err
+        return e == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError(e, errorText)
+    }
+    public var isPartitionEOF: Bool { ptr.pointee.err == RD_KAFKA_RESP_ERR__PARTITION_EOF }
+    public var partition: Int32 { ptr.pointee.partition }
+    public var offset: Int64 { ptr.pointee.offset }
+    /// The key bytes, or nil when the record has no key.
+    public var key: UnsafeRawBufferPointer? {
+        guard let k = ptr.pointee.key else { return nil }
+        return UnsafeRawBufferPointer(start: k, count: ptr.pointee.key_len)
+    }
+    /// The value bytes (empty for a null value).
+    public var value: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: ptr.pointee.payload, count: ptr.pointee.payload == nil ? 0 : ptr.pointee.len)
+    }
+    public var valueIsNull: Bool { ptr.pointee.payload == nil }
+    /// Broker/producer timestamp in ms, when the record has one.
+    public var timestampMs: Int64? {
+        var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let ts = rd_kafka_message_timestamp(ptr, &type)
+        return type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts
+    }
+    private var errorText: String {
+        guard let p = ptr.pointee.payload, ptr.pointee.len > 0 else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: p, count: ptr.pointee.len), as: UTF8.self)
+    }
+}
+
+/// A high-level (group) consumer over librdkafka with batch consumption and manual offset store.
+///
+/// - `enable.auto.offset.store` is always false: an offset is stored only when the daemon says its
+///   record is fully processed (`store`). Auto-commit, when on, commits only stored offsets.
+/// - `partition.assignment.strategy` defaults to cooperative-sticky; the rebalance callback is
+///   routed to the `RebalanceListener`, which runs before the assignment changes.
+/// - Every other librdkafka property comes from the configuration untouched.
+public final class KafkaConsumer {
+    let rk: OpaquePointer
+    let queue: OpaquePointer
+    private weak var listener: RebalanceListener?
+    private var buffer: [UnsafeMutablePointer<rd_kafka_message_t>?]
+    private var topicNames: [OpaquePointer: String] = [:]
+    /// Partitions currently assigned to this member.
+    public private(set) var assignment: Set<TopicPartitionKey> = []
+    public private(set) var closed = false
+
+    public struct TopicPartitionKey: Hashable, Sendable {
+        public var topic: String
+        public var partition: Int32
+        public init(topic: String, partition: Int32) { self.topic = topic; self.partition = partition }
+    }
+
+    /// Properties set unless the configuration overrides them.
+    public static let defaults: [String: String] = [
+        "partition.assignment.strategy": "cooperative-sticky",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": "true",
+        "auto.commit.interval.ms": "1000",
+        "enable.partition.eof": "true",
+        "queued.min.messages": "1000000",
+    ]
+
+    public init(properties: [String: String], listener: RebalanceListener, maxBatch: Int = 10_000) throws {
+        if let v = properties["enable.auto.offset.store"], v != "false" {
+            throw KafkaError.config("enable.auto.offset.store must stay false: Tidepool stores an offset only after its event is processed")
+        }
+        guard properties["group.id"] != nil else { throw KafkaError.config("group.id is required for the consumer") }
+        var props = KafkaConsumer.defaults
+        for (k, v) in properties { props[k] = v }
+        props["enable.auto.offset.store"] = "false"
+        let conf = try makeConf(props)
+        self.listener = listener
+        buffer = Array(repeating: nil, count: maxBatch)
+        let box = Unmanaged<ConsumerBox>.passRetained(ConsumerBox())
+        rd_kafka_conf_set_opaque(conf, box.toOpaque())
+        rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
+            guard let opaque, let partitions else { return }
+            let box = Unmanaged<ConsumerBox>.fromOpaque(opaque).takeUnretainedValue()
+            box.consumer?.handleRebalance(err: err, partitions: partitions)
+        }
+        var errbuf = [CChar](repeating: 0, count: 512)
+        guard let handle = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &errbuf, errbuf.count) else {
+            box.release()
+            throw KafkaError.config("cannot create consumer: \(String(cString: errbuf))")
+        }
+        rk = handle
+        rd_kafka_poll_set_consumer(rk)
+        queue = rd_kafka_queue_get_consumer(rk)
+        boxRef = box
+        box.takeUnretainedValue().consumer = self
+    }
+
+    private var boxRef: Unmanaged<ConsumerBox>
+
+    deinit {
+        if !closed { close() }
+        rd_kafka_queue_destroy(queue)
+        rd_kafka_destroy(rk)
+        boxRef.release()
+    }
+
+    public func subscribe(_ topics: [String]) throws {
+        let list = rd_kafka_topic_partition_list_new(Int32(topics.count))!
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for t in topics { rd_kafka_topic_partition_list_add(list, t, -1) }
+        let err = rd_kafka_subscribe(rk, list)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, "subscribe") }
+    }
+
+    /// Waits up to `timeoutMs` for records and hands up to `maxBatch` of them to `body`, then
+    /// releases them. Rebalance callbacks run inside this call. Returns the number of messages.
+    @discardableResult
+    public func poll(timeoutMs: Int32, _ body: (KafkaMessage) -> Void) -> Int {
+        let n = buffer.withUnsafeMutableBufferPointer { b in
+            rd_kafka_consume_batch_queue(queue, Int32(timeoutMs), b.baseAddress, b.count)
+        }
+        guard n > 0 else { return 0 }
+        for k in 0..<n {
+            let m = buffer[k]!
+            body(KafkaMessage(ptr: m, topic: topicName(m.pointee.rkt)))
+            rd_kafka_message_destroy(m)
+            buffer[k] = nil
+        }
+        return n
+    }
+
+    private func topicName(_ rkt: OpaquePointer?) -> String {
+        guard let rkt else { return "" }
+        if let s = topicNames[rkt] { return s }
+        let s = String(cString: rd_kafka_topic_name(rkt))
+        topicNames[rkt] = s
+        return s
+    }
+
+    /// Marks records as processed: `offsets` are the next offsets to read (last processed + 1).
+    /// Offsets of partitions no longer assigned are skipped (librdkafka would refuse them).
+    public func store(_ offsets: [TopicPartitionOffset]) throws {
+        let mine = offsets.filter { assignment.contains(TopicPartitionKey(topic: $0.topic, partition: $0.partition)) }
+        guard !mine.isEmpty else { return }
+        let list = partitionList(mine)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let err = rd_kafka_offsets_store(rk, list)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, "offsets_store") }
+    }
+
+    /// Commits the stored offsets synchronously. "Nothing to commit" is not an error.
+    public func commitStored() throws {
+        let err = rd_kafka_commit(rk, nil, 0)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET {
+            throw KafkaError(err, "commit")
+        }
+    }
+
+    /// The group's committed offsets for `partitions` (offset -1001 when none).
+    public func committed(_ partitions: [TopicPartitionKey], timeoutMs: Int32 = 5000) throws -> [TopicPartitionOffset] {
+        let list = partitionList(partitions.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: -1001) })
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let err = rd_kafka_committed(rk, list, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, "committed") }
+        return items(of: list)
+    }
+
+    /// Low and high watermarks as last reported by fetches (no broker round trip).
+    public func cachedWatermarks(topic: String, partition: Int32) -> (low: Int64, high: Int64)? {
+        var lo: Int64 = -1, hi: Int64 = -1
+        let err = rd_kafka_get_watermark_offsets(rk, topic, partition, &lo, &hi)
+        return err == RD_KAFKA_RESP_ERR_NO_ERROR ? (lo, hi) : nil
+    }
+
+    /// Current position (next offset to be delivered) per assigned partition.
+    public func positions() -> [TopicPartitionOffset] {
+        let list = partitionList(assignment.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: -1001) })
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        _ = rd_kafka_position(rk, list)
+        return items(of: list)
+    }
+
+    /// Leaves the group: the listener sees the final revoke, then the handle closes.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        _ = rd_kafka_consumer_close(rk)
+    }
+
+    // MARK: - Rebalance
+
+    private func handleRebalance(err: rd_kafka_resp_err_t, partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) {
+        let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
+        let parts = items(of: partitions)
+        switch err {
+        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            for p in parts { assignment.insert(TopicPartitionKey(topic: p.topic, partition: p.partition)) }
+            var list = partitions
+            var owned: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>? = nil
+            if let seeks = listener?.partitionsAssigned(self, parts) {
+                owned = partitionList(seeks)
+                list = owned!
+            }
+            let e: rd_kafka_resp_err_t
+            if cooperative {
+                let r = rd_kafka_incremental_assign(rk, list)
+                e = r.map { rd_kafka_error_code($0) } ?? RD_KAFKA_RESP_ERR_NO_ERROR
+                if let r { rd_kafka_error_destroy(r) }
+            } else {
+                e = rd_kafka_assign(rk, list)
+            }
+            if let owned { rd_kafka_topic_partition_list_destroy(owned) }
+            if e != RD_KAFKA_RESP_ERR_NO_ERROR {
+                fputs("tidepool: assign failed: \(KafkaError(e))\n", stderr)
+            }
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+            if rd_kafka_assignment_lost(rk) != 0 {
+                listener?.partitionsLost(self, parts)
+            } else {
+                listener?.partitionsRevoked(self, parts)
+            }
+            for p in parts { assignment.remove(TopicPartitionKey(topic: p.topic, partition: p.partition)) }
+            if cooperative {
+                if let r = rd_kafka_incremental_unassign(rk, partitions) { rd_kafka_error_destroy(r) }
+            } else {
+                _ = rd_kafka_assign(rk, nil)
+            }
+        default:
+            fputs("tidepool: rebalance error: \(KafkaError(err))\n", stderr)
+            assignment.removeAll()
+            _ = rd_kafka_assign(rk, nil)
+        }
+    }
+}
+
+/// Carries the consumer through librdkafka's opaque pointer (C callbacks cannot capture).
+final class ConsumerBox {
+    weak var consumer: KafkaConsumer?
+}

@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TidepoolDaemon
+import TidepoolEngine
+import TidepoolKafka
+
+@main
+struct Tidepool: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tidepool",
+        abstract: "Real-time customer engine: touchpoints from Kafka in, re-engagement triggers out.",
+        subcommands: [Run.self, Demo.self, Validate.self, MockBroker.self]
+    )
+}
+
+/// Exit codes (sysexits.h where one fits): 0 clean stop, 1 runtime failure (systemd restarts),
+/// 78 configuration error (systemd's RestartPreventExitStatus keeps it from looping).
+enum ExitStatus {
+    static let failure: Int32 = 1
+    static let config: Int32 = 78
+}
+
+func bootstrapLogging(level: String) {
+    let lvl = Logger.Level(rawValue: level) ?? .info
+    LoggingSystem.bootstrap { label in JournalLogHandler(label: label, level: lvl) }
+}
+
+/// Runs `body` when SIGTERM or SIGINT arrives. The handlers stay installed for the process.
+func onTerminationSignal(_ body: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
+    [SIGTERM, SIGINT].map { sig in
+        signal(sig, SIG_IGN)
+        let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        src.setEventHandler(handler: body)
+        src.resume()
+        return src
+    }
+}
+
+func loadConfig(_ path: String) throws -> TidepoolConfig {
+    do {
+        return try ConfigLoader.load(path: path)
+    } catch let e as ConfigError {
+        FileHandle.standardError.write("tidepool: configuration error: \(e)\n".data(using: .utf8)!)
+        throw ExitCode(ExitStatus.config)
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the daemon.")
+
+    @Option(name: .long, help: "Configuration file (YAML).")
+    var config: String
+
+    func run() throws {
+        let cfg = try loadConfig(config)
+        bootstrapLogging(level: cfg.logLevel)
+        let logger = Logger(label: "tidepool")
+        let worker = PipelineThread(Pipeline(config: cfg, logger: logger))
+        let signals = onTerminationSignal { [worker] in worker.pipeline.requestStop() }
+        worker.start()
+        let outcome: Pipeline.Outcome
+        do {
+            outcome = try worker.wait()
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(error is KafkaError && (error as! KafkaError).code == -1 ? ExitStatus.config : ExitStatus.failure)
+        }
+        _ = signals
+        if case .deliveryFailed = outcome { throw ExitCode(ExitStatus.failure) }
+    }
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check a configuration file without running it.")
+
+    @Option(name: .long, help: "Configuration file (YAML).")
+    var config: String
+
+    func run() throws {
+        _ = try loadConfig(config)
+        print("\(config): OK")
+    }
+}
+
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the real pipeline against an in-process mock Kafka cluster fed by synthetic touchpoints.")
+
+    @Option(help: "Distinct customers.") var customers = 50_000
+    @Option(help: "Touchpoints produced per second.") var rate = 100_000
+    @Option(help: "Seconds of production.") var seconds = 15
+    @Option(help: "Partitions per topic.") var partitions: Int32 = 8
+    @Option(help: "Share of malformed records (0...1).") var malformed = 0.01
+    @Option(help: "Random seed.") var seed: UInt64 = 42
+    @Option(help: "Log level for the pipeline's own log lines.") var logLevel = "warning"
+
+    func run() throws {
+        bootstrapLogging(level: logLevel)
+        var o = TidepoolDaemon.Demo.Options()
+        o.customers = customers
+        o.rate = rate
+        o.seconds = seconds
+        o.partitions = partitions
+        o.malformedShare = malformed
+        o.seed = seed
+        let demo = TidepoolDaemon.Demo(options: o, logger: Logger(label: "tidepool.demo"))
+        let summary = try demo.run { line in print(line); fflush(stdout) }
+        print(TidepoolDaemon.Demo.render(summary))
+        let c = summary.counters
+        guard c.recordsIn == summary.produced, c.deliveryFailures == 0,
+              summary.triggerTopicRecords == c.triggersProduced,
+              summary.deadLetterTopicRecords == c.deadLetters else {
+            print("demo: MISMATCH between what was produced and what was processed")
+            throw ExitCode(ExitStatus.failure)
+        }
+    }
+}
+
+struct MockBroker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mock-broker",
+        abstract: "Host librdkafka's mock Kafka cluster in this process and print its bootstrap address.",
+        discussion: "Prints `bootstrap.servers=HOST:PORT` on the first line of stdout, then serves until SIGTERM or SIGINT.")
+
+    @Option(name: .customLong("topic"), help: "Topic to create (repeatable).")
+    var topics: [String] = ["touchpoints", "tidepool.triggers", "tidepool.dead-letters"]
+    @Option(help: "Partitions per topic.") var partitions: Int32 = 4
+    @Option(help: "Number of mock brokers.") var brokers: Int32 = 1
+
+    func run() throws {
+        let cluster = try MockCluster(brokers: brokers)
+        for t in topics { try cluster.createTopic(t, partitions: partitions) }
+        print("bootstrap.servers=\(cluster.bootstrapServers)")
+        fflush(stdout)
+        let stop = DispatchSemaphore(value: 0)
+        let signals = onTerminationSignal { stop.signal() }
+        stop.wait()
+        _ = signals
+        withExtendedLifetime(cluster) {}
+    }
+}
