@@ -44,6 +44,28 @@ public struct KafkaMessage {
         let ts = rd_kafka_message_timestamp(ptr, &type)
         return type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts
     }
+    /// The record's headers in order (name, value bytes; nil value for a null header).
+    public var headers: [(String, [UInt8]?)] {
+        var hdrs: OpaquePointer? = nil
+        guard rd_kafka_message_headers(ptr, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return [] }
+        var out: [(String, [UInt8]?)] = []
+        var idx = 0
+        while true {
+            var name: UnsafePointer<CChar>? = nil
+            var value: UnsafeRawPointer? = nil
+            var size = 0
+            guard rd_kafka_header_get_all(hdrs, idx, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR, let name else { break }
+            out.append((String(cString: name), value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) }))
+            idx += 1
+        }
+        return out
+    }
+
+    /// The first header named `name`, as UTF-8 text.
+    public func header(_ name: String) -> String? {
+        headers.first { $0.0 == name }?.1.map { String(decoding: $0, as: UTF8.self) }
+    }
+
     private var errorText: String {
         guard let p = ptr.pointee.payload, ptr.pointee.len > 0 else { return "" }
         return String(decoding: UnsafeRawBufferPointer(start: p, count: ptr.pointee.len), as: UTF8.self)
@@ -99,7 +121,14 @@ public final class KafkaConsumer {
         rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
             guard let opaque, let partitions else { return }
             let box = Unmanaged<ConsumerBox>.fromOpaque(opaque).takeUnretainedValue()
-            box.consumer?.handleRebalance(err: err, partitions: partitions)
+            if let consumer = box.consumer {
+                consumer.handleRebalance(err: err, partitions: partitions)
+            } else if let rk {
+                // The consumer is being deinitialised (its close runs from deinit, when weak
+                // references are already nil). librdkafka still needs the change applied, or
+                // close would wait for it forever.
+                KafkaConsumer.applyWithoutListener(rk, err, partitions)
+            }
         }
         var errbuf = [CChar](repeating: 0, count: 512)
         guard let handle = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &errbuf, errbuf.count) else {
@@ -206,6 +235,22 @@ public final class KafkaConsumer {
     }
 
     // MARK: - Rebalance
+
+    static func applyWithoutListener(_ rk: OpaquePointer, _ err: rd_kafka_resp_err_t,
+                                     _ partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) {
+        let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
+        if err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            if cooperative {
+                if let r = rd_kafka_incremental_assign(rk, partitions) { rd_kafka_error_destroy(r) }
+            } else {
+                _ = rd_kafka_assign(rk, partitions)
+            }
+        } else if cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+            if let r = rd_kafka_incremental_unassign(rk, partitions) { rd_kafka_error_destroy(r) }
+        } else {
+            _ = rd_kafka_assign(rk, nil)
+        }
+    }
 
     private func handleRebalance(err: rd_kafka_resp_err_t, partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) {
         let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"

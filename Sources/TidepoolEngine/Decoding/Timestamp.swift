@@ -39,7 +39,7 @@ public enum Timestamp {
                 k += 1
             }
             guard digits > 0 else { return nil }
-            for _ in digits..<3 where digits < 3 { millis *= 10 }
+            while digits < 3 { millis *= 10; digits += 1 }
         }
         if second == 60 { second = 59; millis = 999 }
         guard k < n else { return nil }
@@ -59,7 +59,9 @@ public enum Timestamp {
         guard k == n else { return nil }
         let days = daysFromCivil(year, month, day)
         let secs = Int64(days) * 86_400 + Int64(hour * 3600 + minute * 60 + second) - Int64(offsetMinutes * 60)
-        return secs * 1000 + Int64(millis)
+        let ms = secs * 1000 + Int64(millis)
+        // The same range as numeric timestamps: the epoch up to the end of year 9999 (UTC).
+        return ms >= 0 && ms <= maxMs ? ms : nil
     }
 
     public static func parseRFC3339(_ s: String) -> Int64? {

@@ -75,58 +75,51 @@ public struct TouchpointDecoder: Sendable {
                 let keySpan = try s.scanString()
                 try s.expect(0x3A, "':'")
                 s.skipWS()
-                let f: Seen
-                if s.equals(keySpan, "event_id") {
-                    f = .eventID
+                let f = Self.field(s, keySpan)
+                if f.isEmpty {
+                    let name = s.string(keySpan)
+                    throw DecodeFailure(.unknownField, field: name, "field \"\(name)\" is not part of touchpoint-event v1; put extensions in properties", offset: keySpan.start)
+                }
+                if seen.contains(f) {
+                    throw DecodeFailure(.duplicateField, field: s.string(keySpan), "field appears more than once", offset: keySpan.start)
+                }
+                switch f {
+                case .eventID:
                     let v = try stringValue(&s, "event_id")
-                    try checkID(v, s, "event_id")
                     eventID = s.string(v)
-                } else if s.equals(keySpan, "customer_id") {
-                    f = .customerID
+                    try checkID(v, eventID, "event_id")
+                case .customerID:
                     let v = try stringValue(&s, "customer_id")
-                    try checkID(v, s, "customer_id")
                     customerSpan = v
                     customerID = s.string(v)
-                } else if s.equals(keySpan, "type") {
-                    f = .type
+                    try checkID(v, customerID, "customer_id")
+                case .type:
                     let v = try stringValue(&s, "type")
                     guard !v.escaped, let t = Self.eventType(s, v) else {
                         throw DecodeFailure(.invalidValue, field: "type", "unknown event type \"\(s.string(v))\"", offset: v.start)
                     }
                     type = t
-                } else if s.equals(keySpan, "channel") {
-                    f = .channel
+                case .channel:
                     let v = try stringValue(&s, "channel")
                     guard Self.isToken(s, v, max: 32) else {
                         throw DecodeFailure(.invalidValue, field: "channel", "channel must match ^[a-z][a-z0-9_]{0,31}$", offset: v.start)
                     }
                     channel = s.string(v)
-                } else if s.equals(keySpan, "timestamp") {
-                    f = .timestamp
+                case .timestamp:
                     ts = try timestampValue(&s)
-                } else if s.equals(keySpan, "amount") {
-                    f = .amount
+                case .amount:
                     amount = try amountValue(&s)
-                } else if s.equals(keySpan, "currency") {
-                    f = .currency
+                case .currency:
                     let v = try stringValue(&s, "currency")
                     guard v.length == 3, !v.escaped,
                           (0..<3).allSatisfy({ s.base[v.start + $0] >= 0x41 && s.base[v.start + $0] <= 0x5A }) else {
                         throw DecodeFailure(.invalidValue, field: "currency", "currency must be an ISO 4217 code such as CNY", offset: v.start)
                     }
                     currency = s.string(v)
-                } else if s.equals(keySpan, "identities") {
-                    f = .identities
+                case .identities:
                     identities = try objectValue(&s, "identities", stringValuesOnly: true)
-                } else if s.equals(keySpan, "properties") {
-                    f = .properties
+                default:
                     properties = try objectValue(&s, "properties", stringValuesOnly: false)
-                } else {
-                    let name = s.string(keySpan)
-                    throw DecodeFailure(.unknownField, field: name, "field \"\(name)\" is not part of touchpoint-event v1; put extensions in properties", offset: keySpan.start)
-                }
-                if seen.contains(f) {
-                    throw DecodeFailure(.duplicateField, field: s.string(keySpan), "field appears more than once", offset: keySpan.start)
                 }
                 seen.insert(f)
                 s.skipWS()
@@ -214,9 +207,11 @@ public struct TouchpointDecoder: Sendable {
         return DecodeFailure(.wrongType, field: field, "\(field) must be \(expected), found \(kind)", offset: at)
     }
 
-    private func checkID(_ v: JSONScanner.StringSpan, _ s: JSONScanner, _ field: String) throws(DecodeFailure) {
-        guard v.length > 0 else { throw DecodeFailure(.invalidValue, field: field, "\(field) must not be empty", offset: v.start) }
-        guard v.length <= limits.maxIDBytes else {
+    private func checkID(_ v: JSONScanner.StringSpan, _ value: String, _ field: String) throws(DecodeFailure) {
+        // Measured on the decoded text: escapes in the JSON do not count against the limit.
+        let bytes = v.escaped ? value.utf8.count : v.length
+        guard bytes > 0 else { throw DecodeFailure(.invalidValue, field: field, "\(field) must not be empty", offset: v.start) }
+        guard bytes <= limits.maxIDBytes else {
             throw DecodeFailure(.invalidValue, field: field, "\(field) is longer than \(limits.maxIDBytes) bytes", offset: v.start)
         }
     }
@@ -303,6 +298,21 @@ public struct TouchpointDecoder: Sendable {
         var k = a
         while k < b { v = v &* 10 &+ Int64(s.base[k] &- 0x30); k += 1 }
         return v
+    }
+
+    /// Which v1 field a member name is (empty for an unknown name). Escaped names never match.
+    @inline(__always)
+    private static func field(_ s: JSONScanner, _ k: JSONScanner.StringSpan) -> Seen {
+        switch k.length {
+        case 4: return s.equals(k, "type") ? .type : []
+        case 6: return s.equals(k, "amount") ? .amount : []
+        case 7: return s.equals(k, "channel") ? .channel : []
+        case 8: return s.equals(k, "event_id") ? .eventID : s.equals(k, "currency") ? .currency : []
+        case 9: return s.equals(k, "timestamp") ? .timestamp : []
+        case 10: return s.equals(k, "identities") ? .identities : s.equals(k, "properties") ? .properties : []
+        case 11: return s.equals(k, "customer_id") ? .customerID : []
+        default: return []
+        }
     }
 
     private static func eventType(_ s: JSONScanner, _ v: JSONScanner.StringSpan) -> EventType? {
