@@ -1,1 +1,104 @@
-print("bench")
+// tidepool-bench: hot-path figures in a release build. Run through `bash Benchmarks/run`
+// (or `make bench`). Every figure is printed with its unit and its input size.
+import Foundation
+import TidepoolEngine
+
+func nowNs() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Best of `rounds` timings of `body`, in seconds.
+func best(_ rounds: Int = 5, _ body: () -> Void) -> Double {
+    var b = Double.infinity
+    for _ in 0..<rounds {
+        let t0 = nowNs()
+        body()
+        b = min(b, Double(nowNs() - t0) / 1e9)
+    }
+    return b
+}
+
+func line(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
+    print(name.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: "%14.0f ", value) + unit + (note.isEmpty ? "" : "   (\(note))"))
+}
+
+let args = CommandLine.arguments
+let n = args.count > 1 ? Int(args[1]) ?? 2_000_000 : 2_000_000
+
+// The reference event: a purchase of ~150 bytes, as producers send it.
+let distinct = 10_000
+let ts: Int64 = 1_795_337_587_123
+let events: [[UInt8]] = (0..<distinct).map { i in
+    Array(#"{"event_id":"e-\#(100000 + i)","customer_id":"c-\#(10000 + i)","type":"purchase","channel":"mini_program","timestamp":\#(ts + Int64(i)),"amount":129.90,"currency":"CNY"}"#.utf8)
+}
+let keys: [[UInt8]] = (0..<distinct).map { Array("c-\(10000 + $0)".utf8) }
+let avgBytes = Double(events.reduce(0) { $0 + $1.count }) / Double(distinct)
+let decoder = TouchpointDecoder()
+let nowMs = ts + 1_000_000
+
+print("tidepool-bench (release build), reference event \(Int(avgBytes.rounded())) bytes, \(distinct) distinct events cycled")
+print("")
+
+// 1. Hand-written decoder, key check included.
+var sink = 0
+let tDecode = best {
+    for k in 0..<n {
+        let j = k % distinct
+        events[j].withUnsafeBytes { p in
+            keys[j].withUnsafeBytes { kb in
+                if let e = try? decoder.decode(p, key: .bytes(kb), nowMs: nowMs) { sink &+= e.customerID.utf8.count }
+            }
+        }
+    }
+}
+let decodeRate = Double(n) / tDecode
+line("decode (TouchpointDecoder, 1 core)", decodeRate, "events/s", "\(n) events, best of 5")
+line("decode throughput", decodeRate * avgBytes / 1e6, "MB/s")
+line("decode latency", 1e9 / decodeRate, "ns/event")
+
+// 2. Foundation JSONDecoder on the same events, as the baseline the decoder replaces.
+struct FoundationEvent: Decodable {
+    var event_id: String
+    var customer_id: String
+    var type: String
+    var channel: String
+    var timestamp: Int64
+    var amount: Decimal?
+    var currency: String?
+}
+let jd = JSONDecoder()
+let nFoundation = min(n, 200_000)
+let datas = events.map { Data($0) }
+let tFoundation = best(3) {
+    for k in 0..<nFoundation {
+        if let e = try? jd.decode(FoundationEvent.self, from: datas[k % distinct]) { sink &+= e.customer_id.utf8.count }
+    }
+}
+let foundationRate = Double(nFoundation) / tFoundation
+line("decode (Foundation JSONDecoder, 1 core)", foundationRate, "events/s", "\(nFoundation) events, best of 3")
+print(String(format: "%@%14.1f x", "decoder speed-up over Foundation".padding(toLength: 44, withPad: " ", startingAt: 0), decodeRate / foundationRate))
+
+// 3. Decode + engine apply (state update, first-purchase rule, trigger encoding).
+let encoder = TriggerEncoder()
+var out: [UInt8] = []
+let partitions = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
+var triggers = 0
+let tEngine = best(3) {
+    let engine = Engine()
+    for k in 0..<n {
+        let j = k % distinct
+        events[j].withUnsafeBytes { p in
+            keys[j].withUnsafeBytes { kb in
+                guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: nowMs) else { return }
+                engine.apply(e, partition: partitions[j & 7]) { t in
+                    encoder.encode(t, emittedAtMs: nowMs, into: &out)
+                    triggers += 1
+                }
+            }
+        }
+    }
+}
+line("decode + engine + trigger encode (1 core)", Double(n) / tEngine, "events/s", "\(n) events, \(distinct) customers")
+if sink == 42 { print("") }

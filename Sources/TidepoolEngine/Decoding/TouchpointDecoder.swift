@@ -187,7 +187,14 @@ public struct TouchpointDecoder: Sendable {
     @inline(__always)
     private func stringValue(_ s: inout JSONScanner, _ field: StaticString) throws(DecodeFailure) -> JSONScanner.StringSpan {
         guard s.peek() == 0x22 else { throw wrongType(&s, "\(field)", expected: "a string") }
-        return try s.scanString(field: "\(field)")
+        // The field name is attached only on failure: building it per call costs an allocation.
+        do {
+            return try s.scanString(field: nil)
+        } catch {
+            var e = error
+            e.field = "\(field)"
+            throw e
+        }
     }
 
     /// Reports a wrong type, but only after checking the value is at least valid JSON, so that
@@ -316,24 +323,14 @@ public struct TouchpointDecoder: Sendable {
     }
 
     private static func eventType(_ s: JSONScanner, _ v: JSONScanner.StringSpan) -> EventType? {
-        // Dispatch on length and first byte before comparing, to keep the common case cheap.
-        for t in candidates(length: v.length) {
-            let name = t.nameBytes
-            var k = 0
-            while k < name.count && s.base[v.start + k] == name[k] { k += 1 }
-            if k == name.count { return t }
+        // Compare against the wire names through one flat, immortal byte table: no per-call
+        // array retains on the hot path.
+        let table = EventTypeTable.shared
+        let p = s.base + v.start
+        for t in 0..<table.count where table.lengths[t] == v.length {
+            if memEqual(UnsafeRawPointer(table.bytes + table.offsets[t]), p, v.length) { return EventType(rawValue: UInt8(t)) }
         }
         return nil
-    }
-
-    private static let byLength: [[EventType]] = {
-        var table = [[EventType]](repeating: [], count: 33)
-        for t in EventType.allCases { table[t.nameBytes.count].append(t) }
-        return table
-    }()
-
-    @inline(__always) private static func candidates(length: Int) -> [EventType] {
-        length < byLength.count ? byLength[length] : []
     }
 
     private static func isToken(_ s: JSONScanner, _ v: JSONScanner.StringSpan, max: Int) -> Bool {
@@ -372,9 +369,27 @@ public enum KeyCheck {
     case skip
 }
 
-extension EventType {
-    var nameBytes: [UInt8] { EventType.nameBytesTable[Int(rawValue)] }
-    static let nameBytesTable: [[UInt8]] = EventType.allCases.map { Array($0.name.utf8) }
+/// The wire names of all event types in one allocation that lives for the whole process.
+final class EventTypeTable: @unchecked Sendable {
+    static let shared = EventTypeTable()
+    let bytes: UnsafeMutablePointer<UInt8>
+    let offsets: UnsafeMutablePointer<Int>
+    let lengths: UnsafeMutablePointer<Int>
+    let count = EventType.allCases.count
+
+    private init() {
+        let names = EventType.allCases.map { Array($0.name.utf8) }
+        bytes = .allocate(capacity: names.reduce(0) { $0 + $1.count })
+        offsets = .allocate(capacity: names.count)
+        lengths = .allocate(capacity: names.count)
+        var at = 0
+        for (k, n) in names.enumerated() {
+            offsets[k] = at
+            lengths[k] = n.count
+            for (j, b) in n.enumerated() { bytes[at + j] = b }
+            at += n.count
+        }
+    }
 }
 
 @inline(__always)

@@ -41,13 +41,6 @@ public enum EventType: UInt8, CaseIterable, Sendable {
         guard let t = EventType.allCases.first(where: { $0.name == name }) else { return nil }
         self = t
     }
-
-    /// Lookup table from wire bytes, used by the decoder (no String is built for the type).
-    static let byName: [[UInt8]: EventType] = {
-        var m: [[UInt8]: EventType] = [:]
-        for t in EventType.allCases { m[Array(t.name.utf8)] = t }
-        return m
-    }()
 }
 
 /// An amount of money in fixed point: 1/10_000 of the currency's major unit.
