@@ -90,7 +90,7 @@ struct Demo: ParsableCommand {
     @Option(help: "Distinct customers.") var customers = 50_000
     @Option(help: "Touchpoints produced per second.") var rate = 100_000
     @Option(help: "Seconds of production.") var seconds = 15
-    @Option(help: "Partitions per topic.") var partitions: Int32 = 8
+    @Option(help: "Partitions per topic (the mock keeps ~5 MiB per partition).") var partitions: Int32 = 32
     @Option(help: "Share of malformed records (0...1).") var malformed = 0.01
     @Option(help: "Random seed.") var seed: UInt64 = 42
     @Option(help: "Log level for the pipeline's own log lines.") var logLevel = "warning"

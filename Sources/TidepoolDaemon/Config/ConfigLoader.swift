@@ -196,6 +196,9 @@ public struct ConfigLoader {
             return ConfigError(file: file, line: mark.line, column: mark.column, message: "YAML syntax error: \(problem)")
         case .composer(_, let problem, let mark, _):
             return ConfigError(file: file, line: mark.line, column: mark.column, message: "YAML error: \(problem)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return ConfigError(file: file, line: context.mark.line, column: context.mark.column,
+                               message: "duplicate key '\(duplicates.joined(separator: "', '"))' in the mapping that starts here")
         default:
             return ConfigError(file: file, line: 0, column: 0, message: "YAML error: \(e)")
         }

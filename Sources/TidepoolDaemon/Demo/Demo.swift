@@ -10,7 +10,7 @@ public struct Demo {
         public var customers = 50_000
         public var rate = 100_000
         public var seconds = 15
-        public var partitions: Int32 = 8
+        public var partitions: Int32 = 32
         public var malformedShare = 0.01
         public var seed: UInt64 = 42
         public init() {}
@@ -48,8 +48,18 @@ public struct Demo {
         let worker = PipelineThread(pipeline)
         worker.start()
 
+        // The mock cluster keeps only ~5 MiB per partition: start producing once the pipeline owns
+        // its partitions (the mock delays the first group join by ~3 s), so nothing is dropped
+        // before it is read.
+        let joinDeadline = WallClock.monotonicNs() + 30_000_000_000
+        while pipeline.metrics.snapshot.assignedPartitions < Int(options.partitions)
+                && worker.finished == nil && WallClock.monotonicNs() < joinDeadline {
+            usleep(20_000)
+        }
+        out("pipeline joined the consumer group and owns \(pipeline.metrics.snapshot.assignedPartitions) partitions")
+
         // Producer side: paced synthetic touchpoints.
-        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "20"]) { _ in }
+        var producer: KafkaProducer! = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "20"]) { _ in }
         var gen = TouchpointGenerator(customers: options.customers, malformedShare: options.malformedShare, seed: options.seed)
         var expected: [DeadLetterReason: Int64] = [:]
         var produced: Int64 = 0
@@ -102,11 +112,13 @@ public struct Demo {
                 acc + ((try? producer.queryWatermarks(topic: topic, partition: p)).map { $0.high - $0.low } ?? 0)
             }
         }
+        let triggerRecords = topicTotal(config.kafka.triggerTopic)
+        let deadLetterRecords = topicTotal(config.kafka.deadLetterTopic)
+        producer = nil  // close the client before the cluster goes away (no disconnect noise)
         var counters = pipeline.metrics.snapshot
         counters.customers = customersBeforeStop  // the stop releases every partition's state
         return Summary(produced: produced, expectedDeadLetters: expected, counters: counters,
-                       triggerTopicRecords: topicTotal(config.kafka.triggerTopic),
-                       deadLetterTopicRecords: topicTotal(config.kafka.deadLetterTopic), seconds: seconds)
+                       triggerTopicRecords: triggerRecords, deadLetterTopicRecords: deadLetterRecords, seconds: seconds)
     }
 
     func progressLine(_ c: PipelineCounters, rate: Double, produced: Int64) -> String {

@@ -66,6 +66,7 @@ public final class Pipeline: RebalanceListener {
             currentSeq = tracker.open()
             let now = clock()
             consumer.poll(timeoutMs: timeout) { msg in handle(msg, nowMs: now) }
+            endRun()
             tracker.close()
             producer.poll(timeoutMs: 0)
             storeCompleted()
@@ -77,32 +78,58 @@ public final class Pipeline: RebalanceListener {
 
     // MARK: - Per record
 
+    /// Records of one poll come in runs of the same partition; the offset of a run is recorded
+    /// once at its end instead of per record.
+    private var runTopic = ""
+    private var runPartition: Int32 = -1
+    private var runNext: Int64 = -1
+    private var partitionIDs: [OffsetTracker.PartitionKey: PartitionID] = [:]
+    private var runPartitionID = PartitionID(topic: "", partition: -1)
+
     @inline(__always)
     private func handle(_ msg: KafkaMessage, nowMs: Int64) {
-        let pkey = "\(msg.topic)[\(msg.partition)]"
+        if msg.partition != runPartition || msg.topic != runTopic {
+            endRun()
+            runTopic = msg.topic
+            runPartition = msg.partition
+            let key = OffsetTracker.PartitionKey(topic: msg.topic, partition: msg.partition)
+            if let id = partitionIDs[key] {
+                runPartitionID = id
+            } else {
+                runPartitionID = PartitionID(topic: msg.topic, partition: msg.partition)
+                partitionIDs[key] = runPartitionID
+            }
+        }
         if let err = msg.error {
             if msg.isPartitionEOF {
-                counters.partitionsAtEOF.insert(pkey)
+                counters.partitionsAtEOF.insert(runPartitionID.description)
             } else {
                 counters.consumerErrors += 1
                 logger.warning("consumer error", metadata: ["error": "\(err)"])
             }
             return
         }
-        counters.partitionsAtEOF.remove(pkey)
         let keyCheck: KeyCheck = msg.key.map { .bytes($0) } ?? .none
         do throws(DecodeFailure) {
             if msg.valueIsNull { throw DecodeFailure(.invalidJSON, "record has a null value") }
             let event = try decoder.decode(msg.value, key: keyCheck, nowMs: nowMs)
             counters.eventsByType[Int(event.type.rawValue)] += 1
-            engine.apply(event, partition: PartitionID(topic: msg.topic, partition: msg.partition)) { trigger in
+            engine.apply(event, partition: runPartitionID) { trigger in
                 emit(trigger, nowMs: nowMs)
             }
         } catch {
             deadLetter(msg, error)
         }
-        tracker.processed(topic: msg.topic, partition: msg.partition, offset: msg.offset)
-        counters.positions[pkey] = msg.offset + 1
+        runNext = msg.offset + 1
+    }
+
+    private func endRun() {
+        guard runNext >= 0 else { return }
+        tracker.processed(topic: runTopic, partition: runPartition, offset: runNext - 1)
+        let name = runPartitionID.description
+        counters.positions[name] = runNext
+        counters.partitionsAtEOF.remove(name)
+        runNext = -1
     }
 
     private func emit(_ t: Trigger, nowMs: Int64) {
@@ -219,6 +246,8 @@ public final class Pipeline: RebalanceListener {
     }
 
     public func partitionsRevoked(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {
+        endRun()
+        runPartition = -1
         // Everything produced so far must be acknowledged and its offsets committed before the
         // partitions go to another member; then their state leaves memory.
         drainAndCommit(deadlineMs: config.shutdown.deadlineMs)
@@ -231,6 +260,8 @@ public final class Pipeline: RebalanceListener {
     }
 
     public func partitionsLost(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {
+        endRun()
+        runPartition = -1
         tracker.forget(Set(partitions.map { OffsetTracker.PartitionKey(topic: $0.topic, partition: $0.partition) }))
         for p in partitions {
             engine.release(PartitionID(topic: p.topic, partition: p.partition))

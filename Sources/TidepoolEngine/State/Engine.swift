@@ -76,9 +76,8 @@ public final class Engine {
     /// Applies one event of partition `p` and calls `emit` for each trigger it causes.
     @inline(__always)
     public func apply(_ e: TouchpointEvent, partition p: PartitionID, emit: (Trigger) -> Void) {
-        // A partition the consumer reports without an assignment callback (e.g. a test driving the
-        // engine directly) gets state on first use.
-        if partitions[p] == nil { partitions[p] = PartitionState() }
+        // A partition used without `assign` (e.g. a test driving the engine directly) gets state
+        // on first use (`withState` inserts it).
         var fired: Trigger? = nil
         withState(p) { ps in
             if e.timestampMs > ps.maxEventTimeMs { ps.maxEventTimeMs = e.timestampMs }
