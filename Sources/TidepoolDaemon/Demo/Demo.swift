@@ -13,6 +13,9 @@ public struct Demo {
         public var partitions: Int32 = 32
         public var malformedShare = 0.01
         public var seed: UInt64 = 42
+        /// When > 0: produce this many records before the pipeline starts, then measure how fast
+        /// it drains them (its maximum rate, not the offered load). `rate`/`seconds` are ignored.
+        public var preload = 0
         public init() {}
     }
 
@@ -23,6 +26,8 @@ public struct Demo {
         public var triggerTopicRecords: Int64
         public var deadLetterTopicRecords: Int64
         public var seconds: Double
+        /// Preload mode: records/s from the first record processed to the last.
+        public var drainRate: Double?
     }
 
     public let options: Options
@@ -46,6 +51,21 @@ public struct Demo {
 
         let pipeline = Pipeline(config: config, logger: logger)
         let worker = PipelineThread(pipeline)
+        var producer: KafkaProducer! = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "20"]) { _ in }
+        var gen = TouchpointGenerator(customers: options.customers, malformedShare: options.malformedShare, seed: options.seed)
+        var expected: [DeadLetterReason: Int64] = [:]
+        var produced: Int64 = 0
+        func produceOne() throws {
+            let r = gen.next(nowMs: WallClock.nowMs())
+            try producer.produce(topic: config.kafka.inputTopics[0], key: r.key, value: r.value)
+            if let reason = r.expectedRejection { expected[reason, default: 0] += 1 }
+            produced += 1
+        }
+        if options.preload > 0 {
+            out("preloading \(options.preload) touchpoints before the pipeline starts")
+            while produced < Int64(options.preload) { try produceOne() }
+            try producer.flush(timeoutMs: 60_000)
+        }
         worker.start()
 
         // The mock cluster keeps only ~5 MiB per partition: start producing once the pipeline owns
@@ -57,26 +77,19 @@ public struct Demo {
             usleep(20_000)
         }
         out("pipeline joined the consumer group and owns \(pipeline.metrics.snapshot.assignedPartitions) partitions")
+        var drainStart: (UInt64, Int64)? = nil
 
-        // Producer side: paced synthetic touchpoints.
-        var producer: KafkaProducer! = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "20"]) { _ in }
-        var gen = TouchpointGenerator(customers: options.customers, malformedShare: options.malformedShare, seed: options.seed)
-        var expected: [DeadLetterReason: Int64] = [:]
-        var produced: Int64 = 0
         let start = WallClock.monotonicNs()
-        let total = Int64(options.rate) * Int64(options.seconds)
+        let total = options.preload > 0 ? Int64(options.preload) : Int64(options.rate) * Int64(options.seconds)
         var lastReport = start
         var lastRecords: Int64 = 0
-        out("producing \(total) touchpoints (\(options.rate)/s for \(options.seconds) s, \(options.customers) customers, \(Int(options.malformedShare * 100))% malformed)")
+        if options.preload == 0 {
+            out("producing \(total) touchpoints (\(options.rate)/s for \(options.seconds) s, \(options.customers) customers, \(Int(options.malformedShare * 100))% malformed)")
+        }
         while produced < total {
             let elapsed = Double(WallClock.monotonicNs() - start) / 1e9
             let due = min(total, Int64(elapsed * Double(options.rate)) + 1000)
-            while produced < due {
-                let r = gen.next(nowMs: WallClock.nowMs())
-                try producer.produce(topic: config.kafka.inputTopics[0], key: r.key, value: r.value)
-                if let reason = r.expectedRejection { expected[reason, default: 0] += 1 }
-                produced += 1
-            }
+            while produced < due { try produceOne() }
             producer.poll(timeoutMs: 0)
             let now = WallClock.monotonicNs()
             if now - lastReport >= 1_000_000_000 {
@@ -94,7 +107,8 @@ public struct Demo {
         // Wait until the pipeline has consumed everything that was produced.
         let waitDeadline = WallClock.monotonicNs() + 120_000_000_000
         while pipeline.metrics.snapshot.recordsIn < produced && WallClock.monotonicNs() < waitDeadline && worker.finished == nil {
-            usleep(200_000)
+            usleep(options.preload > 0 ? 5_000 : 200_000)
+            if drainStart == nil, case let n = pipeline.metrics.snapshot.recordsIn, n > 0 { drainStart = (WallClock.monotonicNs(), n) }
             let now = WallClock.monotonicNs()
             if now - lastReport >= 1_000_000_000 {
                 let c = pipeline.metrics.snapshot
@@ -103,6 +117,8 @@ public struct Demo {
                 lastRecords = c.recordsIn
             }
         }
+        let drainEnd = (WallClock.monotonicNs(), pipeline.metrics.snapshot.recordsIn)
+        let drainRate = drainStart.map { Double(drainEnd.1 - $0.1) / (Double(drainEnd.0 - $0.0) / 1e9) }
         let customersBeforeStop = pipeline.metrics.snapshot.customers
         if case .deliveryFailed(let why) = try worker.stop() { throw KafkaError(code: -1, message: why) }
         let seconds = Double(WallClock.monotonicNs() - start) / 1e9
@@ -118,7 +134,8 @@ public struct Demo {
         var counters = pipeline.metrics.snapshot
         counters.customers = customersBeforeStop  // the stop releases every partition's state
         return Summary(produced: produced, expectedDeadLetters: expected, counters: counters,
-                       triggerTopicRecords: triggerRecords, deadLetterTopicRecords: deadLetterRecords, seconds: seconds)
+                       triggerTopicRecords: triggerRecords, deadLetterTopicRecords: deadLetterRecords, seconds: seconds,
+                       drainRate: options.preload > 0 ? drainRate : nil)
     }
 
     func progressLine(_ c: PipelineCounters, rate: Double, produced: Int64) -> String {
@@ -145,6 +162,9 @@ public struct Demo {
             lines.append("    \(r.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)) \(c.deadLetters(r)) (\(s.expectedDeadLetters[r] ?? 0))")
         }
         lines.append("  delivery failures     \(c.deliveryFailures)")
+        if let r = s.drainRate {
+            lines.append(String(format: "  pipeline drain rate   %.0f events/s (%lld preloaded records, one pipeline thread; first to last record processed)", r, s.produced))
+        }
         return lines.joined(separator: "\n")
     }
 }

@@ -225,6 +225,9 @@ public final class Pipeline: RebalanceListener {
         drainAndCommit(deadlineMs: deadline)
         consumer.close()          // the final revoke runs partitionsRevoked
         publish()
+        // Destroy the clients now, not whenever the Pipeline object goes away.
+        consumer = nil
+        producer = nil
         if let f = deliveryFailure { return .deliveryFailed(f.description) }
         logger.info("stopped", metadata: ["events": "\(counters.eventsIn)", "dead_letters": "\(counters.deadLetters)",
                                           "triggers": "\(counters.triggersProduced)"])
