@@ -1,0 +1,255 @@
+/// One bucket of activity: events of one type on one channel in one UTC hour (recent) or one UTC
+/// day (older than 7 days, stored at the day's first hour). 16 bytes.
+public struct ActivityBucket: Sendable, Equatable {
+    /// Net amount in Money units (purchases minus refunds applied to this bucket).
+    public var amount: Int64
+    /// Hours since the Unix epoch.
+    public var hour: UInt32
+    /// Net number of events (a full refund takes one purchase away from its original bucket).
+    public var count: Int16
+    public var type: UInt8
+    public var channel: UInt8
+}
+
+/// A purchase remembered so that a later refund or cancel can find it by `properties.order_id`.
+public struct OrderRecord: Sendable, Equatable {
+    public var orderKey: UInt64
+    public var hour: UInt32
+    public var channel: UInt8
+    /// Amount not yet refunded; the order is cancelled (count removed) when it reaches 0.
+    public var remaining: Int64
+}
+
+/// First and last event time for one event type (key < 64) or one channel (64 + channel index).
+public struct FirstLast: Sendable, Equatable {
+    public var key: UInt8
+    public var first: Int64
+    public var last: Int64
+}
+
+/// Rolling and lifetime aggregates of one customer. Sparse by design: only buckets, types and
+/// channels that occurred take memory. Every aggregate is mergeable (`merge`).
+public struct CustomerAggregates: Sendable, Equatable {
+    public private(set) var buckets: [ActivityBucket] = []
+    public private(set) var orders: [OrderRecord] = []
+    public private(set) var firstLast: [FirstLast] = []
+    /// Hashes of recent event ids with their event time, newest last (duplicate detection).
+    public private(set) var recentIDs: [(UInt64, Int64)] = []
+    /// Lifetime: events applied, net orders, net spend (LTV).
+    public private(set) var lifetimeEvents: Int64 = 0
+    public private(set) var lifetimeOrders: Int64 = 0
+    public private(set) var lifetimeSpend: Int64 = 0
+    public private(set) var ownedEvents: Int64 = 0
+    public private(set) var platformEvents: Int64 = 0
+    /// Bit i set when channel i of the ChannelTable was used.
+    public private(set) var channelsUsed: UInt64 = 0
+    /// Buckets below this hour are daily (stored at their day's first hour).
+    public private(set) var dailyBelow: UInt32 = 0
+
+    public init() {}
+
+    public static func == (a: CustomerAggregates, b: CustomerAggregates) -> Bool {
+        a.buckets == b.buckets && a.orders == b.orders && a.firstLast == b.firstLast
+            && a.recentIDs.map(\.0) == b.recentIDs.map(\.0) && a.recentIDs.map(\.1) == b.recentIDs.map(\.1)
+            && a.lifetimeEvents == b.lifetimeEvents && a.lifetimeOrders == b.lifetimeOrders
+            && a.lifetimeSpend == b.lifetimeSpend && a.ownedEvents == b.ownedEvents
+            && a.platformEvents == b.platformEvents && a.channelsUsed == b.channelsUsed && a.dailyBelow == b.dailyBelow
+    }
+
+    public enum Outcome: Equatable { case applied, duplicate }
+
+    @inline(__always) static func hour(_ ms: Int64) -> UInt32 {
+        UInt32(clamping: (ms >= 0 ? ms : ms - AggregateConfig.hourMs + 1) / AggregateConfig.hourMs)
+    }
+
+    // MARK: - Update
+
+    /// Applies one event. `orderKey` is the hash of `properties.order_id` (purchase, refund,
+    /// cancel), `streamTimeMs` the partition's stream time (for compaction and the dedupe horizon).
+    public mutating func apply(_ e: TouchpointEvent, channel: UInt8, orderKey: UInt64?, eventKey: UInt64,
+                               streamTimeMs: Int64, config: AggregateConfig, channels: ChannelTable) -> Outcome {
+        for (h, ts) in recentIDs where h == eventKey && abs(ts - e.timestampMs) <= config.dedupeHorizonMs {
+            return .duplicate
+        }
+        recentIDs.append((eventKey, e.timestampMs))
+        if recentIDs.count > config.dedupeDepth { recentIDs.removeFirst(recentIDs.count - config.dedupeDepth) }
+
+        let ts = e.timestampMs
+        lifetimeEvents += 1
+        let bit: UInt64 = 1 << UInt64(channel)
+        channelsUsed |= bit
+        if channels.ownedMask & bit != 0 { ownedEvents += 1 } else if channels.platformMask & bit != 0 { platformEvents += 1 }
+        touch(key: e.type.rawValue, ts)
+        touch(key: 64 + channel, ts)
+
+        let inRetention = ts > streamTimeMs - config.retentionMs
+        let amount = e.amount?.units ?? 0
+        if inRetention { add(hour: Self.hour(ts), type: e.type.rawValue, channel: channel, count: 1, amount: amount) }
+        switch e.type {
+        case .purchase:
+            lifetimeOrders += 1
+            lifetimeSpend += amount
+            if let orderKey, inRetention {
+                orders.append(OrderRecord(orderKey: orderKey, hour: Self.hour(ts), channel: channel, remaining: amount))
+            }
+        case .refund, .cancel:
+            applyRefund(e, orderKey: orderKey, amount: amount, channel: channel, inRetention: inRetention,
+                        oldestOrderHour: Self.hour(streamTimeMs - config.retentionMs))
+        default:
+            break
+        }
+        compact(streamTimeMs: streamTimeMs, config: config)
+        return .applied
+    }
+
+    /// A refund takes its amount off the purchase it names (by order id) in that purchase's bucket;
+    /// when nothing is left of the order (or the event is a `cancel`), the order itself is taken
+    /// away too. A refund whose order is unknown applies at its own time and channel.
+    private mutating func applyRefund(_ e: TouchpointEvent, orderKey: UInt64?, amount: Int64, channel: UInt8, inRetention: Bool,
+                                      oldestOrderHour: UInt32) {
+        let purchase = EventType.purchase.rawValue
+        if let orderKey, let i = orders.firstIndex(where: { $0.orderKey == orderKey && $0.remaining > 0 && $0.hour >= oldestOrderHour }) {
+            let o = orders[i]
+            let take = e.type == .cancel ? o.remaining : min(amount, o.remaining)
+            let cancels = e.type == .cancel || take >= o.remaining
+            orders[i].remaining -= take
+            lifetimeSpend -= take
+            if cancels { lifetimeOrders -= 1 }
+            add(hour: o.hour, type: purchase, channel: o.channel, count: cancels ? -1 : 0, amount: -take)
+            return
+        }
+        // Unknown order: a full reversal at the refund's own time.
+        lifetimeSpend -= amount
+        lifetimeOrders -= 1
+        if inRetention { add(hour: Self.hour(e.timestampMs), type: purchase, channel: channel, count: -1, amount: -amount) }
+    }
+
+    private mutating func touch(key: UInt8, _ ts: Int64) {
+        for i in firstLast.indices where firstLast[i].key == key {
+            if ts < firstLast[i].first { firstLast[i].first = ts }
+            if ts > firstLast[i].last { firstLast[i].last = ts }
+            return
+        }
+        firstLast.append(FirstLast(key: key, first: ts, last: ts))
+    }
+
+    private mutating func add(hour h: UInt32, type: UInt8, channel: UInt8, count: Int16, amount: Int64) {
+        let hour = h < dailyBelow ? h / 24 * 24 : h
+        for i in buckets.indices.reversed() where buckets[i].hour == hour && buckets[i].type == type && buckets[i].channel == channel {
+            buckets[i].count &+= count
+            buckets[i].amount += amount
+            return
+        }
+        // Keep buckets ordered by hour (late events insert before newer ones).
+        var at = buckets.count
+        while at > 0 && buckets[at - 1].hour > hour { at -= 1 }
+        buckets.insert(ActivityBucket(amount: amount, hour: hour, count: count, type: type, channel: channel), at: at)
+    }
+
+    /// Folds buckets older than 7 days into daily buckets and drops those past retention. Runs when
+    /// stream time has crossed a UTC day boundary since the last fold, so its cost is paid about
+    /// once per customer per active day.
+    public mutating func compact(streamTimeMs: Int64, config: AggregateConfig) {
+        let floor = Self.hour(streamTimeMs - AggregateConfig.hourlyLimitMs) / 24 * 24
+        guard floor > dailyBelow else { return }
+        dailyBelow = floor
+        let dropBefore = Self.hour(streamTimeMs - config.retentionMs)
+        guard let oldest = buckets.first, oldest.hour < floor else { return }
+        var out: [ActivityBucket] = []
+        out.reserveCapacity(buckets.count)
+        for var b in buckets {
+            if b.hour < dropBefore { continue }
+            if b.hour < floor {
+                b.hour = b.hour / 24 * 24
+                if let j = out.lastIndex(where: { $0.hour == b.hour && $0.type == b.type && $0.channel == b.channel }) {
+                    out[j].count &+= b.count
+                    out[j].amount += b.amount
+                    continue
+                }
+            }
+            out.append(b)
+        }
+        buckets = out
+        orders.removeAll { $0.hour < dropBefore }
+    }
+
+    // MARK: - Queries
+
+    /// First hour inside window `w` at time `t` (see AggregateConfig for the semantics).
+    @inline(__always) static func windowStartHour(_ w: Int64, at t: Int64) -> UInt32 {
+        let h = Int64(hour(t))
+        if w <= AggregateConfig.hourlyLimitMs {
+            return UInt32(clamping: h - w / AggregateConfig.hourMs + 1)
+        }
+        let day = h / 24
+        return UInt32(clamping: (day - w / AggregateConfig.dayMs + 1) * 24)
+    }
+
+    /// Net count of `type` events in window `w` ending at `t` (optionally on one channel).
+    public func count(_ type: EventType, window w: Int64, at t: Int64, channel: UInt8? = nil) -> Int64 {
+        let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
+        var n: Int64 = 0
+        for b in buckets where b.type == type.rawValue && b.hour >= from && b.hour <= to && (channel == nil || b.channel == channel!) {
+            n += Int64(b.count)
+        }
+        return n
+    }
+
+    /// Net amount of `type` events in window `w` ending at `t`.
+    public func sum(_ type: EventType, window w: Int64, at t: Int64, channel: UInt8? = nil) -> Money {
+        let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
+        var n: Int64 = 0
+        for b in buckets where b.type == type.rawValue && b.hour >= from && b.hour <= to && (channel == nil || b.channel == channel!) {
+            n += b.amount
+        }
+        return Money(units: n)
+    }
+
+    /// Net events on owned channels among owned + platform events in the window, 0...1 (nil when none).
+    public func ownedShare(window w: Int64, at t: Int64, channels: ChannelTable) -> Double? {
+        let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
+        var owned: Int64 = 0, platform: Int64 = 0
+        for b in buckets where b.hour >= from && b.hour <= to {
+            let bit: UInt64 = 1 << UInt64(b.channel)
+            if channels.ownedMask & bit != 0 { owned += Int64(b.count) } else if channels.platformMask & bit != 0 { platform += Int64(b.count) }
+        }
+        return owned + platform > 0 ? Double(owned) / Double(owned + platform) : nil
+    }
+
+    /// Lifetime share of owned-channel events (nil before any owned or platform event).
+    public var lifetimeOwnedShare: Double? {
+        ownedEvents + platformEvents > 0 ? Double(ownedEvents) / Double(ownedEvents + platformEvents) : nil
+    }
+
+    public func first(_ type: EventType) -> Int64? { firstLast.first { $0.key == type.rawValue }?.first }
+    public func last(_ type: EventType) -> Int64? { firstLast.first { $0.key == type.rawValue }?.last }
+    public func first(channel: UInt8) -> Int64? { firstLast.first { $0.key == 64 + channel }?.first }
+    public func last(channel: UInt8) -> Int64? { firstLast.first { $0.key == 64 + channel }?.last }
+    /// Last event of any type.
+    public var lastSeen: Int64? { firstLast.lazy.filter { $0.key < 64 }.map(\.last).max() }
+    public var distinctChannels: Int { channelsUsed.nonzeroBitCount }
+
+    // MARK: - Merge
+
+    /// Combines two states of the same customer (identity stitching, scale-out). Sums are added,
+    /// first/last take min/max, buckets of the same hour, type and channel are added up.
+    public mutating func merge(_ o: CustomerAggregates, config: AggregateConfig, streamTimeMs: Int64) {
+        for b in o.buckets { add(hour: b.hour, type: b.type, channel: b.channel, count: b.count, amount: b.amount) }
+        for r in o.orders where !orders.contains(where: { $0.orderKey == r.orderKey }) { orders.append(r) }
+        for f in o.firstLast {
+            touch(key: f.key, f.first)
+            touch(key: f.key, f.last)
+        }
+        var ids = recentIDs
+        for r in o.recentIDs where !ids.contains(where: { $0.0 == r.0 }) { ids.append(r) }
+        ids.sort { $0.1 < $1.1 }
+        recentIDs = Array(ids.suffix(config.dedupeDepth))
+        lifetimeEvents += o.lifetimeEvents
+        lifetimeOrders += o.lifetimeOrders
+        lifetimeSpend += o.lifetimeSpend
+        ownedEvents += o.ownedEvents
+        platformEvents += o.platformEvents
+        channelsUsed |= o.channelsUsed
+        compact(streamTimeMs: streamTimeMs, config: config)
+    }
+}
