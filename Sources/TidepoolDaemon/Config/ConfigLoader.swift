@@ -176,7 +176,7 @@ public struct ConfigLoader {
     /// Durations: an integer followed by ms, s, m, h or d (`250ms`, `30s`, `5m`, `72h`, `14d`).
     private func duration(_ n: Node) throws -> Int64 {
         let s = try string(n)
-        guard let ms = Duration.parseMs(s) else {
+        guard let ms = DurationText.parseMs(s) else {
             throw error(n, "expected a duration such as 250ms, 30s, 5m, 72h or 14d, found '\(s)'")
         }
         return ms
@@ -202,17 +202,5 @@ public struct ConfigLoader {
         default:
             return ConfigError(file: file, line: 0, column: 0, message: "YAML error: \(e)")
         }
-    }
-}
-
-/// Duration text used throughout the configuration.
-public enum Duration {
-    public static func parseMs(_ s: String) -> Int64? {
-        let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
-        for (suffix, factor) in units where s.hasSuffix(suffix) {
-            let num = s.dropLast(suffix.count)
-            if let v = Int64(num), v >= 0, v <= Int64.max / factor { return v * factor }
-        }
-        return nil
     }
 }

@@ -1,0 +1,331 @@
+/// A value a rule expression produces. `missing` stands for "the customer never did that"
+/// (e.g. `last(page_view)` without any page view): every comparison with it is false.
+public enum RuleValue: Sendable, Equatable, CustomStringConvertible {
+    case number(Double)
+    case money(Int64)
+    case duration(Int64)
+    case time(Int64)
+    case bool(Bool)
+    case missing
+
+    public var description: String {
+        switch self {
+        case .number(let v): return v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : String(v)
+        case .money(let u): return Money(units: u).description
+        case .duration(let ms): return DurationText.format(ms)
+        case .time(let ms): return Timestamp.formatRFC3339(ms)
+        case .bool(let b): return String(b)
+        case .missing: return "none"
+        }
+    }
+}
+
+public enum RuleType: String, Sendable, Equatable {
+    case number, money, duration, time, bool
+}
+
+/// A checked, typed rule expression.
+public indirect enum RuleExpr: Sendable, Equatable {
+    case constant(RuleValue)
+    case count(EventType, windowMs: Int64, channel: UInt8?)
+    case sum(EventType, windowMs: Int64, channel: UInt8?)
+    case orders
+    case spend
+    case first(EventType?)
+    case last(EventType?)
+    case since(RuleExpr)
+    case distinctChannels
+    case ownedShare(windowMs: Int64)
+    case inSegment(Int)
+    case compare(CompareOp, RuleExpr, RuleExpr)
+    case and(RuleExpr, RuleExpr)
+    case or(RuleExpr, RuleExpr)
+    case not(RuleExpr)
+}
+
+/// One segment as written in the configuration.
+public struct SegmentDefinition: Sendable, Equatable {
+    public var name: String
+    public var rule: String
+    /// Where the rule text starts in its file.
+    public var origin: SourceLocation
+    public init(name: String, rule: String, origin: SourceLocation = SourceLocation(line: 1, column: 1)) {
+        self.name = name
+        self.rule = rule
+        self.origin = origin
+    }
+}
+
+/// A rule problem that names its segment.
+public struct SegmentError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var segment: String
+    public var error: RuleError
+    public var description: String { "\(error.location): segment '\(segment)': \(error.message)" }
+}
+
+/// Everything a rule reads about one customer at one instant.
+public struct RuleContext {
+    public var aggregates: CustomerAggregates
+    public var now: Int64
+    public var channels: ChannelTable
+    /// Memberships of segments already evaluated (indexed like `SegmentSet.segments`).
+    public var memberships: [Bool]
+}
+
+/// The compiled segments of a configuration: checked, ordered so that a segment is evaluated
+/// after every segment it refers to.
+public struct SegmentSet: Sendable, Equatable {
+    public struct Segment: Sendable, Equatable {
+        public var name: String
+        public var rule: String
+        public var expr: RuleExpr
+    }
+
+    public let segments: [Segment]
+    /// Evaluation order: indices into `segments`.
+    public let order: [Int]
+
+    public init(_ definitions: [SegmentDefinition], aggregates config: AggregateConfig, channels: ChannelTable) throws(SegmentError) {
+        var index: [String: Int] = [:]
+        for (i, d) in definitions.enumerated() {
+            guard d.name.utf8.first.map({ $0 >= 0x61 && $0 <= 0x7A }) == true,
+                  d.name.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }) else {
+                throw SegmentError(segment: d.name, error: RuleError(d.origin, "segment names are lower-case words ([a-z][a-z0-9_]*)"))
+            }
+            guard index[d.name] == nil else {
+                throw SegmentError(segment: d.name, error: RuleError(d.origin, "a segment named '\(d.name)' is already defined"))
+            }
+            index[d.name] = i
+        }
+        var compiled: [Segment] = []
+        var deps: [[(Int, SourceLocation)]] = []
+        for d in definitions {
+            do throws(RuleError) {
+                let syntax = try RuleParser.parse(d.rule, origin: d.origin)
+                var checker = RuleChecker(config: config, channels: channels, segments: index)
+                let (expr, type) = try checker.check(syntax)
+                guard type == .bool else {
+                    throw RuleError(syntax.location, "a segment rule must be a condition (true or false), not a \(type.rawValue)")
+                }
+                compiled.append(Segment(name: d.name, rule: d.rule, expr: expr))
+                deps.append(checker.references)
+            } catch {
+                throw SegmentError(segment: d.name, error: error)
+            }
+        }
+        // Cycles between segments, found by depth-first search; the error names the whole cycle.
+        var state = [UInt8](repeating: 0, count: definitions.count)  // 0 new, 1 on stack, 2 done
+        var order: [Int] = []
+        var stack: [Int] = []
+        func visit(_ i: Int) throws(SegmentError) {
+            state[i] = 1
+            stack.append(i)
+            for (j, loc) in deps[i] {
+                if state[j] == 1 {
+                    let cycle = stack[stack.firstIndex(of: j)!...].map { definitions[$0].name } + [definitions[j].name]
+                    throw SegmentError(segment: definitions[i].name,
+                                       error: RuleError(loc, "segments refer to each other in a cycle: \(cycle.joined(separator: " -> "))"))
+                }
+                if state[j] == 0 { try visit(j) }
+            }
+            stack.removeLast()
+            state[i] = 2
+            order.append(i)
+        }
+        for i in definitions.indices where state[i] == 0 { try visit(i) }
+        self.segments = compiled
+        self.order = order
+    }
+
+    /// Membership of every segment (indexed like `segments`) for one customer at `now`.
+    public func evaluate(_ aggregates: CustomerAggregates, now: Int64, channels: ChannelTable) -> [Bool] {
+        var ctx = RuleContext(aggregates: aggregates, now: now, channels: channels,
+                              memberships: [Bool](repeating: false, count: segments.count))
+        for i in order {
+            if case .bool(let b) = RuleEvaluator.value(segments[i].expr, ctx) { ctx.memberships[i] = b }
+        }
+        return ctx.memberships
+    }
+}
+
+/// Type-checks parsed rules against what the engine keeps.
+struct RuleChecker {
+    let config: AggregateConfig
+    let channels: ChannelTable
+    let segments: [String: Int]
+    var references: [(Int, SourceLocation)] = []
+
+    static let functions = ["count", "sum", "orders", "spend", "ltv", "first", "last", "since",
+                            "distinct_channels", "owned_share", "in_segment"]
+
+    mutating func check(_ s: RuleSyntax) throws(RuleError) -> (RuleExpr, RuleType) {
+        switch s {
+        case .number(let v, _): return (.constant(.number(v)), .number)
+        case .duration(let ms, _): return (.constant(.duration(ms)), .duration)
+        case .boolean(let b, _): return (.constant(.bool(b)), .bool)
+        case .name(let n, let l):
+            throw RuleError(l, "unknown name '\(n)'; expected a number, a duration such as 14d, or a function call such as count(purchase, 90d)")
+        case .not(let inner, let l):
+            let (e, t) = try check(inner)
+            guard t == .bool else { throw RuleError(l, "'not' needs a condition, found a \(t.rawValue)") }
+            return (.not(e), .bool)
+        case .and(let a, let b), .or(let a, let b):
+            let (ea, ta) = try check(a)
+            let (eb, tb) = try check(b)
+            guard ta == .bool else { throw RuleError(a.location, "expected a condition, found a \(ta.rawValue)") }
+            guard tb == .bool else { throw RuleError(b.location, "expected a condition, found a \(tb.rawValue)") }
+            if case .and = s { return (.and(ea, eb), .bool) }
+            return (.or(ea, eb), .bool)
+        case .compare(let op, let a, let b, let l):
+            let (ea, ta) = try check(a)
+            let (eb, tb) = try check(b)
+            let ok: Bool
+            switch (ta, tb) {
+            case (.number, .number), (.money, .money), (.money, .number), (.number, .money),
+                 (.duration, .duration), (.time, .time): ok = true
+            case (.bool, .bool): ok = op == .eq || op == .ne
+            default: ok = false
+            }
+            guard ok else { throw RuleError(l, "cannot compare a \(ta.rawValue) with a \(tb.rawValue)") }
+            return (.compare(op, ea, eb), .bool)
+        case .call(let name, let args, let l):
+            return try call(name, args, l)
+        }
+    }
+
+    private mutating func call(_ name: String, _ args: [RuleSyntax.Argument], _ l: SourceLocation) throws(RuleError) -> (RuleExpr, RuleType) {
+        func arity(_ n: Int, _ usage: String) throws(RuleError) {
+            guard args.filter({ $0.label == nil }).count == n else { throw RuleError(l, "\(name) takes \(usage)") }
+        }
+        func eventType(_ a: RuleSyntax.Argument) throws(RuleError) -> EventType {
+            guard a.label == nil, case .name(let n, let al) = a.value else {
+                throw RuleError(a.value.location, "expected an event type such as purchase")
+            }
+            guard let t = EventType(name: n) else {
+                throw RuleError(al, "unknown event type '\(n)'; expected one of \(EventType.allCases.map(\.name).joined(separator: ", "))")
+            }
+            return t
+        }
+        func window(_ a: RuleSyntax.Argument) throws(RuleError) -> Int64 {
+            guard a.label == nil, case .duration(let ms, let al) = a.value else {
+                throw RuleError(a.value.location, "expected a window such as 30d")
+            }
+            if let p = AggregateConfig.problem(windowMs: ms) { throw RuleError(al, p) }
+            let longest = config.windowsMs.max() ?? 0
+            guard ms <= longest else {
+                throw RuleError(al, "window \(DurationText.format(ms)) is longer than the longest retained window \(DurationText.format(longest)) (aggregates.windows)")
+            }
+            return ms
+        }
+        func channel() throws(RuleError) -> UInt8? {
+            var found: UInt8? = nil
+            for a in args where a.label != nil {
+                guard a.label == "channel", case .name(let c, let cl) = a.value else {
+                    throw RuleError(a.value.location, "unknown argument '\(a.label!)'; only channel= is allowed here")
+                }
+                guard channels.isKnown(c) else {
+                    throw RuleError(cl, "unknown channel '\(c)'; configured channels: \(channels.names.dropFirst().joined(separator: ", "))")
+                }
+                found = channels.index(of: c)
+            }
+            return found
+        }
+        let positional = args.filter { $0.label == nil }
+        switch name {
+        case "count", "sum":
+            try arity(2, "(event_type, window[, channel=name])")
+            let t = try eventType(positional[0])
+            let w = try window(positional[1])
+            let c = try channel()
+            return name == "count" ? (.count(t, windowMs: w, channel: c), .number) : (.sum(t, windowMs: w, channel: c), .money)
+        case "orders":
+            try arity(0, "no arguments")
+            return (.orders, .number)
+        case "spend", "ltv":
+            try arity(0, "no arguments")
+            return (.spend, .money)
+        case "first", "last":
+            guard args.count <= 1 else { throw RuleError(l, "\(name) takes (event_type) or nothing for any event") }
+            let t = try args.first.map { a throws(RuleError) in try eventType(a) }
+            return (name == "first" ? .first(t) : .last(t), .time)
+        case "since":
+            try arity(1, "(time), e.g. since(last(page_view))")
+            let (e, t) = try check(positional[0].value)
+            guard t == .time else { throw RuleError(positional[0].value.location, "since needs a time such as last(page_view), found a \(t.rawValue)") }
+            return (.since(e), .duration)
+        case "distinct_channels":
+            try arity(0, "no arguments")
+            return (.distinctChannels, .number)
+        case "owned_share":
+            try arity(1, "(window)")
+            return (.ownedShare(windowMs: try window(positional[0])), .number)
+        case "in_segment":
+            guard args.count == 1, args[0].label == nil, case .name(let seg, let sl) = args[0].value else {
+                throw RuleError(l, "in_segment takes (segment_name)")
+            }
+            guard let i = segments[seg] else { throw RuleError(sl, "unknown segment '\(seg)'") }
+            references.append((i, sl))
+            return (.inSegment(i), .bool)
+        default:
+            throw RuleError(l, "unknown function '\(name)'; expected one of \(Self.functions.joined(separator: ", "))")
+        }
+    }
+}
+
+/// Evaluates checked expressions.
+enum RuleEvaluator {
+    static func value(_ e: RuleExpr, _ c: RuleContext) -> RuleValue {
+        switch e {
+        case .constant(let v): return v
+        case .count(let t, let w, let ch): return .number(Double(c.aggregates.count(t, window: w, at: c.now, channel: ch)))
+        case .sum(let t, let w, let ch): return .money(c.aggregates.sum(t, window: w, at: c.now, channel: ch).units)
+        case .orders: return .number(Double(c.aggregates.lifetimeOrders))
+        case .spend: return .money(c.aggregates.lifetimeSpend)
+        case .first(let t):
+            let v = t.map { c.aggregates.first($0) } ?? c.aggregates.firstLast.lazy.filter { $0.key < 64 }.map(\.first).min()
+            return v.map { .time($0) } ?? .missing
+        case .last(let t):
+            let v = t.map { c.aggregates.last($0) } ?? c.aggregates.lastSeen
+            return v.map { .time($0) } ?? .missing
+        case .since(let inner):
+            if case .time(let ms) = value(inner, c) { return .duration(c.now - ms) }
+            return .missing
+        case .distinctChannels: return .number(Double(c.aggregates.distinctChannels))
+        case .ownedShare(let w): return c.aggregates.ownedShare(window: w, at: c.now, channels: c.channels).map { .number($0) } ?? .missing
+        case .inSegment(let i): return .bool(c.memberships[i])
+        case .not(let inner):
+            if case .bool(let b) = value(inner, c) { return .bool(!b) }
+            return .bool(false)
+        case .and(let a, let b):
+            guard case .bool(true) = value(a, c) else { return .bool(false) }
+            return value(b, c) == .bool(true) ? .bool(true) : .bool(false)
+        case .or(let a, let b):
+            if case .bool(true) = value(a, c) { return .bool(true) }
+            return value(b, c) == .bool(true) ? .bool(true) : .bool(false)
+        case .compare(let op, let a, let b):
+            return .bool(compare(op, value(a, c), value(b, c)))
+        }
+    }
+
+    static func compare(_ op: CompareOp, _ a: RuleValue, _ b: RuleValue) -> Bool {
+        let x: Double, y: Double
+        switch (a, b) {
+        case (.missing, _), (_, .missing): return false
+        case (.number(let p), .number(let q)): x = p; y = q
+        case (.money(let p), .money(let q)): x = Double(p); y = Double(q)
+        case (.money(let p), .number(let q)): x = Double(p); y = (q * Double(Money.scale)).rounded()
+        case (.number(let p), .money(let q)): x = (p * Double(Money.scale)).rounded(); y = Double(q)
+        case (.duration(let p), .duration(let q)), (.time(let p), .time(let q)): x = Double(p); y = Double(q)
+        case (.bool(let p), .bool(let q)): x = p ? 1 : 0; y = q ? 1 : 0
+        default: return false
+        }
+        switch op {
+        case .lt: return x < y
+        case .le: return x <= y
+        case .gt: return x > y
+        case .ge: return x >= y
+        case .eq: return x == y
+        case .ne: return x != y
+        }
+    }
+}

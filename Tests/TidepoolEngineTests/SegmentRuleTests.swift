@@ -1,0 +1,94 @@
+@testable import TidepoolEngine
+import XCTest
+
+final class SegmentRuleTests: XCTestCase {
+    let config = AggregateConfig()
+    lazy var channels = ChannelTable(config)
+    let day = AggregateConfig.dayMs
+    let t0: Int64 = 1_790_000_000_000
+
+    func compile(_ defs: [(String, String)]) throws(SegmentError) -> SegmentSet {
+        try SegmentSet(defs.map { SegmentDefinition(name: $0.0, rule: $0.1, origin: SourceLocation(line: 10, column: 12)) },
+                       aggregates: config, channels: channels)
+    }
+
+    func expectError(_ defs: [(String, String)], at line: Int, _ column: Int, _ contains: String, file: StaticString = #filePath, l: UInt = #line) {
+        do {
+            _ = try compile(defs)
+            XCTFail("expected an error containing \(contains)", file: file, line: l)
+        } catch {
+            XCTAssertEqual(error.error.location, SourceLocation(line: line, column: column), "\(error)", file: file, line: l)
+            XCTAssertTrue(error.error.message.contains(contains), "\(error)", file: file, line: l)
+        }
+    }
+
+    func customer(_ events: [(EventType, Int64, String)]) -> CustomerAggregates {
+        var a = CustomerAggregates()
+        for (n, (type, ts, channel)) in events.enumerated() {
+            let e = TouchpointEvent(eventID: "e\(n)", customerID: "c", type: type, channel: channel, timestampMs: ts,
+                                    amount: type == .purchase ? Money(major: 100) : nil, currency: type == .purchase ? "CNY" : nil)
+            _ = a.apply(e, channel: channels.index(of: channel), orderKey: nil, eventKey: UInt64(n + 1),
+                        streamTimeMs: events.map(\.1).max()!, config: config, channels: channels)
+        }
+        return a
+    }
+
+    func testParseErrorsNameLineColumnAndWhatWasExpected() {
+        // Rule text starts at line 10, column 12 of the configuration file.
+        expectError([("a", "count(purchase, 90d) >= ")], at: 10, 36, "expected a value")
+        expectError([("a", "count(purchase 90d) >= 2")], at: 10, 27, "expected ',' or ')'")
+        expectError([("a", "count(purchase, 90d) >= 2\nand since(last(page_view)) > 14x")], at: 11, 30, "not a duration")
+        expectError([("a", "orders() >= 2 orders()")], at: 10, 26, "expected 'and', 'or' or the end of the rule")
+        expectError([("a", "orders() # 2")], at: 10, 21, "unexpected character '#'")
+    }
+
+    func testLoadRejectsUnknownTypesFunctionsWindowsChannelsSegmentsAndCycles() {
+        expectError([("a", "count(teleport, 30d) > 0")], at: 10, 18, "unknown event type 'teleport'")
+        expectError([("a", "clicks(30d) > 0")], at: 10, 12, "unknown function 'clicks'")
+        expectError([("a", "count(purchase, 400d) > 0")], at: 10, 28, "longer than the longest retained window 365d")
+        expectError([("a", "count(purchase, 90m) > 0")], at: 10, 28, "whole hours")
+        expectError([("a", "count(purchase, 30d, channel=myspace) > 0")], at: 10, 41, "unknown channel 'myspace'")
+        expectError([("a", "in_segment(b)")], at: 10, 23, "unknown segment 'b'")
+        expectError([("a", "spend() > 14d")], at: 10, 20, "cannot compare a money with a duration")
+        expectError([("a", "orders()")], at: 10, 12, "must be a condition")
+        expectError([("a", "in_segment(b)"), ("b", "in_segment(c) and orders() > 1"), ("c", "in_segment(a)")], at: 10, 23,
+                    "cycle: a -> b -> c -> a")
+        expectError([("Bad Name", "orders() > 1")], at: 10, 12, "lower-case")
+        expectError([("a", "orders() > 1"), ("a", "orders() > 2")], at: 10, 12, "already defined")
+    }
+
+    func testEvaluationFollowsTheAggregates() throws {
+        let set = try compile([
+            ("repeat_buyer", "count(purchase, 90d) >= 2"),
+            ("lapsed_visitor", "since(last(page_view)) > 14d"),
+            ("winback", "in_segment(repeat_buyer) and in_segment(lapsed_visitor)"),
+            ("big_spender", "sum(purchase, 365d) >= 150 and spend() > 199.99"),
+            ("tmall_only", "count(purchase, 365d, channel=tmall) >= 1 and not (owned_share(365d) > 0.5)"),
+            ("never_clicked", "since(last(message_click)) > 1d"),
+        ])
+        let now = t0 + 100 * day
+        let a = customer([(.purchase, t0 + 20 * day, "tmall"), (.purchase, t0 + 60 * day, "tmall"),
+                          (.pageView, t0 + 80 * day, "tmall"), (.pageView, t0 + 70 * day, "app")])
+        let m = set.evaluate(a, now: now, channels: channels)
+        XCTAssertEqual(m, [true, true, true, true, true, false], "never clicked: a missing time compares false")
+
+        // 14 days after the last visit exactly: not yet lapsed; one millisecond later it is.
+        let b = customer([(.pageView, t0, "app")])
+        let lapsed = try compile([("lapsed", "since(last(page_view)) > 14d")])
+        XCTAssertEqual(lapsed.evaluate(b, now: t0 + 14 * day, channels: channels), [false])
+        XCTAssertEqual(lapsed.evaluate(b, now: t0 + 14 * day + 1, channels: channels), [true])
+        // The 90d window is the 90 UTC days ending today: the purchase of day D counts through
+        // day D + 89 and leaves at the start of day D + 90.
+        let repeatBuyer = try compile([("r", "count(purchase, 90d) >= 2")])
+        let dayOfFirst = (t0 + 20 * day) / day
+        XCTAssertEqual(repeatBuyer.evaluate(a, now: (dayOfFirst + 90) * day - 1, channels: channels), [true])
+        XCTAssertEqual(repeatBuyer.evaluate(a, now: (dayOfFirst + 90) * day, channels: channels), [false])
+    }
+
+    func testSegmentsAreEvaluatedAfterTheSegmentsTheyUse() throws {
+        let set = try compile([("top", "in_segment(base) and orders() >= 1"), ("base", "distinct_channels() >= 2")])
+        XCTAssertEqual(set.order, [1, 0])
+        let a = customer([(.purchase, t0, "app"), (.pageView, t0, "wecom")])
+        XCTAssertEqual(set.evaluate(a, now: t0, channels: channels), [true, true])
+    }
+}
