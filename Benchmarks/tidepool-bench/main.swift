@@ -92,9 +92,11 @@ let tEngine = best(3) {
         events[j].withUnsafeBytes { p in
             keys[j].withUnsafeBytes { kb in
                 guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: nowMs) else { return }
-                engine.apply(e, partition: partitions[j & 7]) { t in
-                    encoder.encode(t, emittedAtMs: nowMs, into: &out)
-                    triggers += 1
+                engine.apply(e, partition: partitions[j & 7]) { o in
+                    if case .trigger(let t) = o {
+                        encoder.encode(t, emittedAtMs: nowMs, into: &out)
+                        triggers += 1
+                    }
                 }
             }
         }

@@ -12,9 +12,9 @@ final class EngineTests: XCTestCase {
     func testFirstPurchaseFiresOnceWithStableIDAndSnapshot() {
         let engine = Engine()
         var fired: [Trigger] = []
-        engine.apply(event("e1", "c1", .pageView, at: 1_000), partition: p0) { fired.append($0) }
-        engine.apply(event("e2", "c1", .purchase, at: 2_000, amount: 120), partition: p0) { fired.append($0) }
-        engine.apply(event("e3", "c1", .purchase, at: 3_000, amount: 30), partition: p0) { fired.append($0) }
+        engine.apply(event("e1", "c1", .pageView, at: 1_000), partition: p0) { if case .trigger(let t) = $0 { fired.append(t) } }
+        engine.apply(event("e2", "c1", .purchase, at: 2_000, amount: 120), partition: p0) { if case .trigger(let t) = $0 { fired.append(t) } }
+        engine.apply(event("e3", "c1", .purchase, at: 3_000, amount: 30), partition: p0) { if case .trigger(let t) = $0 { fired.append(t) } }
         XCTAssertEqual(fired.count, 1)
         let t = fired[0]
         XCTAssertEqual(t.triggerID, Trigger.id(customerID: "c1", campaign: "first_purchase_welcome", episode: 1))
@@ -22,17 +22,17 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(t.firedAtMs, 2_000)
         XCTAssertEqual(t.expiresAtMs, 2_000 + 72 * 3_600_000)
         XCTAssertEqual(t.snapshot.first?.1, .int(1))
-        let c = engine.customer("c1")!
-        XCTAssertEqual(c.orders, 2)
-        XCTAssertEqual(c.spend, Money(major: 150))
-        XCTAssertEqual(c.firstSeenMs, 1_000)
-        XCTAssertEqual(c.lastSeenMs, 3_000)
+        let c = engine.record("c1")!.aggregates
+        XCTAssertEqual(c.lifetimeOrders, 2)
+        XCTAssertEqual(c.lifetimeSpend, Money(major: 150).units)
+        XCTAssertEqual(c.first(.pageView), 1_000)
+        XCTAssertEqual(c.lastSeen, 3_000)
     }
 
     func testDisabledRuleAndReleasedPartition() {
         let engine = Engine(firstPurchase: FirstPurchaseRule(enabled: false))
         var fired = 0
-        engine.apply(event("e1", "c1", .purchase, at: 1, amount: 5), partition: p0) { _ in fired += 1 }
+        engine.apply(event("e1", "c1", .purchase, at: 1, amount: 5), partition: p0) { if case .trigger = $0 { fired += 1 } }
         XCTAssertEqual(fired, 0)
         XCTAssertEqual(engine.customerCount, 1)
         engine.release(p0)
@@ -46,7 +46,7 @@ final class EngineTests: XCTestCase {
             for n in 0..<500 {
                 let type: EventType = n % 7 == 0 ? .purchase : .pageView
                 engine.apply(event("e\(n)", "c\(n % 37)", type, at: Int64(n), amount: type == .purchase ? 10 : nil),
-                             partition: PartitionID(topic: "t", partition: Int32(n % 37 % 3))) { out.append($0) }
+                             partition: PartitionID(topic: "t", partition: Int32(n % 37 % 3))) { if case .trigger(let t) = $0 { out.append(t) } }
             }
             return out
         }

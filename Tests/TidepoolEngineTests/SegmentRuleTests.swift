@@ -51,6 +51,7 @@ final class SegmentRuleTests: XCTestCase {
         expectError([("a", "in_segment(b)")], at: 10, 23, "unknown segment 'b'")
         expectError([("a", "spend() > 14d")], at: 10, 20, "cannot compare a money with a duration")
         expectError([("a", "orders()")], at: 10, 12, "must be a condition")
+        expectError([("a", "since(last(page_view)) > since(last(purchase))")], at: 10, 35, "fixed duration")
         expectError([("a", "in_segment(b)"), ("b", "in_segment(c) and orders() > 1"), ("c", "in_segment(a)")], at: 10, 23,
                     "cycle: a -> b -> c -> a")
         expectError([("Bad Name", "orders() > 1")], at: 10, 12, "lower-case")

@@ -114,8 +114,8 @@ public final class Pipeline: RebalanceListener {
             if msg.valueIsNull { throw DecodeFailure(.invalidJSON, "record has a null value") }
             let event = try decoder.decode(msg.value, key: keyCheck, nowMs: nowMs)
             counters.eventsByType[Int(event.type.rawValue)] += 1
-            engine.apply(event, partition: runPartitionID) { trigger in
-                emit(trigger, nowMs: nowMs)
+            engine.apply(event, partition: runPartitionID) { output in
+                route(output, nowMs: nowMs)
             }
         } catch {
             deadLetter(msg, error)
@@ -130,6 +130,13 @@ public final class Pipeline: RebalanceListener {
         counters.positions[name] = runNext
         counters.partitionsAtEOF.remove(name)
         runNext = -1
+    }
+
+    private func route(_ output: EngineOutput, nowMs: Int64) {
+        switch output {
+        case .trigger(let t): emit(t, nowMs: nowMs)
+        case .transition(let tr): counters.segmentTransitions[tr.segment, default: 0] += 1
+        }
     }
 
     private func emit(_ t: Trigger, nowMs: Int64) {

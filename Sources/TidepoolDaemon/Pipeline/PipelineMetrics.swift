@@ -9,6 +9,8 @@ public struct PipelineCounters: Sendable, Equatable {
     /// Dead letters by DeadLetterReason.index.
     public var deadLettersByReason = [Int64](repeating: 0, count: DeadLetterReason.allCases.count)
     public var triggersProduced: Int64 = 0
+    /// Segment transitions (entered + exited) by segment name.
+    public var segmentTransitions: [String: Int64] = [:]
     public var triggersDelivered: Int64 = 0
     public var deadLettersDelivered: Int64 = 0
     public var deliveryFailures: Int64 = 0

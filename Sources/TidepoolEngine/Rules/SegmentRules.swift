@@ -187,6 +187,13 @@ struct RuleChecker {
             default: ok = false
             }
             guard ok else { throw RuleError(l, "cannot compare a \(ta.rawValue) with a \(tb.rawValue)") }
+            // The engine predicts when `since(...)` crosses a threshold only for fixed thresholds.
+            switch (ea, eb) {
+            case (.since, .constant(.duration)), (.constant(.duration), .since): break
+            case (.since, _), (_, .since):
+                throw RuleError(l, "since(...) must be compared with a fixed duration such as 14d")
+            default: break
+            }
             return (.compare(op, ea, eb), .bool)
         case .call(let name, let args, let l):
             return try call(name, args, l)

@@ -1,5 +1,5 @@
-/// Identifies a Kafka partition. State is kept per partition from the start so that a partition's
-/// customers can move between hosts with it.
+/// Identifies a Kafka partition. State is kept per partition so that a partition's customers can
+/// move between hosts with it.
 public struct PartitionID: Hashable, Sendable, CustomStringConvertible {
     public var topic: String
     public var partition: Int32
@@ -8,17 +8,6 @@ public struct PartitionID: Hashable, Sendable, CustomStringConvertible {
         self.partition = partition
     }
     public var description: String { "\(topic)[\(partition)]" }
-}
-
-/// What the engine keeps for one customer. The state-engine issue grows this into windowed
-/// aggregates; the foundation keeps lifetime totals and first/last seen.
-public struct CustomerState: Sendable, Equatable {
-    public var firstSeenMs: Int64
-    public var lastSeenMs: Int64
-    public var events: Int64 = 0
-    public var orders: Int64 = 0
-    public var spend: Money = Money(units: 0)
-    public var firstPurchaseMs: Int64? = nil
 }
 
 /// The built-in rule of the foundation: contact a customer once, right after the first purchase.
@@ -38,74 +27,292 @@ public struct FirstPurchaseRule: Sendable, Equatable {
     }
 }
 
-/// The per-partition state of one partition.
-public struct PartitionState: Sendable {
-    public var customers: [String: CustomerState] = [:]
-    /// Maximum event time seen on the partition.
-    public var maxEventTimeMs: Int64 = .min
-    public init() {}
-}
-
-/// The pure customer engine: events in, state updated, triggers out. It has no I/O and no clock;
-/// the same events in the same order always give the same state and the same triggers.
-public final class Engine {
-    public private(set) var partitions: [PartitionID: PartitionState] = [:]
+/// Everything the engine is configured with.
+public struct EngineConfig: Sendable, Equatable {
+    public var aggregates: AggregateConfig
+    public var segments: SegmentSet
+    /// Allowed lateness: stream time is the maximum event time seen minus this.
+    public var latenessMs: Int64
+    /// Customers with no event for this long (in stream time) are evicted from memory.
+    public var customerRetentionMs: Int64
     public var firstPurchase: FirstPurchaseRule
 
-    public init(firstPurchase: FirstPurchaseRule = FirstPurchaseRule()) {
+    public init(aggregates: AggregateConfig = AggregateConfig(), segments: SegmentSet? = nil, latenessMs: Int64 = 5 * 60_000,
+                customerRetentionMs: Int64 = 400 * AggregateConfig.dayMs, firstPurchase: FirstPurchaseRule = FirstPurchaseRule()) {
+        self.aggregates = aggregates
+        // An empty set always compiles.
+        self.segments = segments ?? (try! SegmentSet([], aggregates: aggregates, channels: ChannelTable(aggregates)))
+        self.latenessMs = latenessMs
+        self.customerRetentionMs = customerRetentionMs
         self.firstPurchase = firstPurchase
     }
+}
 
-    /// Starts keeping state for a partition (empty until the store issue restores it).
+/// A customer entered or left a segment.
+public struct SegmentTransition: Sendable, Equatable {
+    public var customerID: String
+    public var segment: String
+    public var entered: Bool
+    /// The instant (stream/event time) at which membership changed.
+    public var atMs: Int64
+    /// Stable version of the segment's rule (hash of its text).
+    public var ruleVersion: String
+    /// What decided it: each comparison's left side and its value at `atMs`.
+    public var values: [(String, RuleValue)]
+    /// The next instant at which this membership can flip without new events (nil: only an event can).
+    public var nextFlipMs: Int64?
+    /// The event that caused it, or nil when time alone did (a timer).
+    public var causeEventID: String?
+
+    public static func == (a: SegmentTransition, b: SegmentTransition) -> Bool {
+        a.customerID == b.customerID && a.segment == b.segment && a.entered == b.entered && a.atMs == b.atMs
+            && a.ruleVersion == b.ruleVersion && a.nextFlipMs == b.nextFlipMs && a.causeEventID == b.causeEventID
+            && a.values.map(\.0) == b.values.map(\.0) && a.values.map(\.1) == b.values.map(\.1)
+    }
+}
+
+public enum EngineOutput: Sendable, Equatable {
+    case trigger(Trigger)
+    case transition(SegmentTransition)
+}
+
+/// One customer in memory.
+public struct CustomerRecord: Sendable {
+    public var aggregates = CustomerAggregates()
+    /// Bit i: member of segment i.
+    public var memberships: UInt64 = 0
+    /// Time of the last evaluation (evaluation time never goes backwards for a customer).
+    public var evaluatedAtMs: Int64 = .min
+    /// When this customer's timer is due (next possible flip or eviction), .max for none.
+    public var dueMs: Int64 = .max
+    /// Due time of the heap entry that stands for this customer (.max: none). A due that moves
+    /// later keeps the earlier entry, which re-arms itself when it comes up: the heap never grows
+    /// by one entry per event.
+    var scheduledMs: Int64 = .max
+    public var firstPurchaseFired = false
+    public var live = true
+}
+
+/// Counters of one partition.
+public struct PartitionStats: Sendable, Equatable {
+    public var applied: Int64 = 0
+    public var duplicates: Int64 = 0
+    /// Events older than stream time when they arrived (applied, but no retroactive transitions).
+    public var late: Int64 = 0
+    public var timersFired: Int64 = 0
+    public var transitions: Int64 = 0
+    public var evicted: Int64 = 0
+}
+
+/// The state of one partition: its customers, stream time and timers.
+public struct PartitionState: Sendable {
+    public internal(set) var index: [String: Int32] = [:]
+    public internal(set) var ids: [String] = []
+    public internal(set) var customers: [CustomerRecord] = []
+    var free: [Int32] = []
+    public internal(set) var maxEventTimeMs: Int64 = .min
+    /// Maximum event time seen minus the allowed lateness (or the wall clock when idle).
+    public internal(set) var streamTimeMs: Int64 = .min
+    var timers = TimerHeap()
+    public internal(set) var stats = PartitionStats()
+    public init() {}
+
+    public var customerCount: Int { index.count }
+}
+
+/// The pure customer engine: events and time in, state updated, triggers and segment transitions
+/// out. No I/O and no clock of its own: the same events and `advance` calls in the same order
+/// always give the same state and outputs.
+public final class Engine {
+    public let config: EngineConfig
+    public let channels: ChannelTable
+    public private(set) var partitions: [PartitionID: PartitionState] = [:]
+    private let ruleVersions: [String]
+    private let durationConstants: [[Int64]]
+    private let segmentNames: [String]
+
+    public init(config: EngineConfig = EngineConfig()) {
+        self.config = config
+        self.channels = ChannelTable(config.aggregates)
+        self.ruleVersions = config.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
+        self.durationConstants = config.segments.segments.map { RuleTiming.durations(in: $0.expr) }
+        self.segmentNames = config.segments.segments.map(\.name)
+    }
+
+    public convenience init(firstPurchase: FirstPurchaseRule) {
+        self.init(config: EngineConfig(firstPurchase: firstPurchase))
+    }
+
     public func assign(_ p: PartitionID) {
         if partitions[p] == nil { partitions[p] = PartitionState() }
     }
 
-    /// Drops a partition's state from memory (it was revoked or lost).
-    public func release(_ p: PartitionID) {
-        partitions[p] = nil
-    }
+    public func release(_ p: PartitionID) { partitions[p] = nil }
 
-    public var customerCount: Int { partitions.values.reduce(0) { $0 + $1.customers.count } }
+    public var customerCount: Int { partitions.values.reduce(0) { $0 + $1.customerCount } }
 
-    public func customer(_ id: String) -> CustomerState? {
-        for p in partitions.values { if let c = p.customers[id] { return c } }
+    public func record(_ id: String) -> CustomerRecord? {
+        for p in partitions.values { if let s = p.index[id] { return p.customers[Int(s)] } }
         return nil
     }
 
-    /// Applies one event of partition `p` and calls `emit` for each trigger it causes.
-    @inline(__always)
-    public func apply(_ e: TouchpointEvent, partition p: PartitionID, emit: (Trigger) -> Void) {
-        // A partition used without `assign` (e.g. a test driving the engine directly) gets state
-        // on first use (`withState` inserts it).
-        var fired: Trigger? = nil
-        withState(p) { ps in
+    public func stats(_ p: PartitionID) -> PartitionStats? { partitions[p]?.stats }
+    public func streamTime(_ p: PartitionID) -> Int64? { partitions[p]?.streamTimeMs }
+
+    /// Names of the segments a customer belongs to.
+    public func memberships(_ id: String) -> [String] {
+        guard let r = record(id) else { return [] }
+        return config.segments.segments.indices.filter { r.memberships & (1 << UInt64($0)) != 0 }.map { config.segments.segments[$0].name }
+    }
+
+    // MARK: - Events
+
+    /// Applies one event of partition `p`.
+    public func apply(_ e: TouchpointEvent, partition p: PartitionID, emit: (EngineOutput) -> Void) {
+        withPartition(p) { ps in
+            // 1. Stream time moves with the newest event; timers due by then fire first.
             if e.timestampMs > ps.maxEventTimeMs { ps.maxEventTimeMs = e.timestampMs }
-            var c = ps.customers[e.customerID] ?? CustomerState(firstSeenMs: e.timestampMs, lastSeenMs: e.timestampMs)
-            c.events += 1
-            if e.timestampMs < c.firstSeenMs { c.firstSeenMs = e.timestampMs }
-            if e.timestampMs > c.lastSeenMs { c.lastSeenMs = e.timestampMs }
-            if e.type == .purchase {
-                c.orders += 1
-                if let a = e.amount { c.spend = c.spend + a }
-                if c.firstPurchaseMs == nil {
-                    c.firstPurchaseMs = e.timestampMs
-                    if firstPurchase.enabled { fired = firstPurchaseTrigger(e, c) }
-                }
+            let late = e.timestampMs < ps.streamTimeMs
+            advance(&ps, to: ps.maxEventTimeMs - config.latenessMs, emit: emit)
+            if late { ps.stats.late += 1 }
+
+            let slot = self.slot(for: e.customerID, in: &ps)
+            // 2. Evaluation time never goes backwards for a customer, and never before stream time:
+            //    a late event updates state now, it does not rewrite past memberships.
+            let evalAt = max(ps.customers[slot].evaluatedAtMs, e.timestampMs, ps.streamTimeMs)
+            // 3. Flips of this customer due before this event happen first, at their instant.
+            while ps.customers[slot].dueMs <= evalAt {
+                let due = ps.customers[slot].dueMs
+                evaluate(&ps, slot: slot, at: due, cause: nil, emit: emit)
+                if ps.customers[slot].dueMs == due { break }
             }
-            ps.customers[e.customerID] = c
+            // 4. The event itself.
+            let orderKey = (e.type == .purchase || e.type == .refund || e.type == .cancel)
+                ? e.properties?.string(forKey: "order_id").map { StableHash.hash64($0.utf8) } : nil
+            let outcome = ps.customers[slot].aggregates.apply(
+                e, channel: channels.index(of: e.channel), orderKey: orderKey, eventKey: StableHash.hash64(e.eventID.utf8),
+                streamTimeMs: max(ps.streamTimeMs, e.timestampMs), config: config.aggregates, channels: channels)
+            guard outcome == .applied else {
+                ps.stats.duplicates += 1
+                return
+            }
+            ps.stats.applied += 1
+            if e.type == .purchase && config.firstPurchase.enabled && !ps.customers[slot].firstPurchaseFired {
+                ps.customers[slot].firstPurchaseFired = true
+                emit(.trigger(firstPurchaseTrigger(e, ps.customers[slot].aggregates)))
+            }
+            evaluate(&ps, slot: slot, at: evalAt, cause: e.eventID, emit: emit)
         }
-        if let fired { emit(fired) }
+    }
+
+    /// Moves a partition's stream time forward to `streamTimeMs` (the pipeline calls this with the
+    /// wall clock minus the lateness when the partition is caught up and idle) and fires every
+    /// timer due by then, each at its own instant.
+    public func advance(_ p: PartitionID, to streamTimeMs: Int64, emit: (EngineOutput) -> Void) {
+        withPartition(p) { ps in advance(&ps, to: streamTimeMs, emit: emit) }
+    }
+
+    private func advance(_ ps: inout PartitionState, to t: Int64, emit: (EngineOutput) -> Void) {
+        guard t > ps.streamTimeMs else { return }
+        ps.streamTimeMs = t
+        while let top = ps.timers.peek, top.due <= t {
+            ps.timers.pop()
+            let slot = Int(top.slot)
+            // Entries are not removed when a customer's due changes; stale ones are skipped here.
+            guard slot < ps.customers.count, ps.customers[slot].live, ps.customers[slot].scheduledMs == top.due else { continue }
+            ps.customers[slot].scheduledMs = .max
+            if ps.customers[slot].dueMs > top.due {
+                // The due moved later since this entry was pushed: re-arm at the new instant.
+                if ps.customers[slot].dueMs != .max { schedule(&ps, slot: slot, ps.customers[slot].dueMs) }
+                continue
+            }
+            ps.stats.timersFired += 1
+            let r = ps.customers[slot]
+            if let last = r.aggregates.lastSeen, last + config.customerRetentionMs <= top.due {
+                evict(&ps, slot: slot)
+                continue
+            }
+            evaluate(&ps, slot: slot, at: top.due, cause: nil, emit: emit)
+        }
+    }
+
+    // MARK: - Evaluation
+
+    private func evaluate(_ ps: inout PartitionState, slot: Int, at t: Int64, cause: String?, emit: (EngineOutput) -> Void) {
+        let segs = config.segments
+        var r = ps.customers[slot]
+        r.evaluatedAtMs = max(r.evaluatedAtMs, t)
+        var next: Int64 = .max
+        if !segs.segments.isEmpty {
+            let now = segs.evaluate(r.aggregates, now: t, channels: channels)
+            var bits: UInt64 = 0
+            var flips: [Int64] = []
+            flips.reserveCapacity(now.count)
+            for i in now.indices {
+                if now[i] { bits |= 1 << UInt64(i) }
+                let f = RuleTiming.nextChange(segs.segments[i].expr, r.aggregates, after: t, durations: durationConstants[i])
+                flips.append(f)
+                next = min(next, f)
+            }
+            let changed = bits ^ r.memberships
+            if changed != 0 {
+                let ctx = RuleContext(aggregates: r.aggregates, now: t, channels: channels, memberships: now)
+                for i in now.indices where changed & (1 << UInt64(i)) != 0 {
+                    ps.stats.transitions += 1
+                    emit(.transition(SegmentTransition(
+                        customerID: ps.ids[slot], segment: segs.segments[i].name, entered: now[i], atMs: t,
+                        ruleVersion: ruleVersions[i], values: RuleExplainer.values(segs.segments[i].expr, ctx, names: segmentNames),
+                        nextFlipMs: flips[i] == .max ? nil : flips[i], causeEventID: cause)))
+                }
+                r.memberships = bits
+            }
+        }
+        if let last = r.aggregates.lastSeen { next = min(next, max(last + config.customerRetentionMs, t + 1)) }
+        r.dueMs = next
+        ps.customers[slot] = r
+        if next < r.scheduledMs { schedule(&ps, slot: slot, next) }
+    }
+
+    private func schedule(_ ps: inout PartitionState, slot: Int, _ due: Int64) {
+        ps.customers[slot].scheduledMs = due
+        ps.timers.push(TimerHeap.Entry(due: due, slot: Int32(slot)))
+    }
+
+    // MARK: - Customers
+
+    private func slot(for id: String, in ps: inout PartitionState) -> Int {
+        if let s = ps.index[id] { return Int(s) }
+        let s: Int
+        if let f = ps.free.popLast() {
+            s = Int(f)
+            ps.customers[s] = CustomerRecord()
+            ps.ids[s] = id
+        } else {
+            s = ps.customers.count
+            ps.customers.append(CustomerRecord())
+            ps.ids.append(id)
+        }
+        ps.index[id] = Int32(s)
+        return s
+    }
+
+    private func evict(_ ps: inout PartitionState, slot: Int) {
+        ps.index[ps.ids[slot]] = nil
+        ps.ids[slot] = ""
+        ps.customers[slot] = CustomerRecord()
+        ps.customers[slot].live = false
+        ps.free.append(Int32(slot))
+        ps.stats.evicted += 1
     }
 
     @inline(__always)
-    private func withState(_ p: PartitionID, _ body: (inout PartitionState) -> Void) {
-        // Mutate in place through the dictionary's accessor: no copy of the customer table.
+    private func withPartition(_ p: PartitionID, _ body: (inout PartitionState) -> Void) {
         body(&partitions[p, default: PartitionState()])
     }
 
-    private func firstPurchaseTrigger(_ e: TouchpointEvent, _ c: CustomerState) -> Trigger {
-        let rule = firstPurchase
+    private func firstPurchaseTrigger(_ e: TouchpointEvent, _ a: CustomerAggregates) -> Trigger {
+        let rule = config.firstPurchase
+        let firstSeen = a.firstLast.lazy.filter { $0.key < 64 }.map(\.first).min() ?? e.timestampMs
         return Trigger(
             triggerID: Trigger.id(customerID: e.customerID, campaign: rule.campaign, episode: 1),
             campaign: rule.campaign, customerID: e.customerID, channel: rule.channel,
@@ -113,7 +320,50 @@ public final class Engine {
             reasonDetail: "first purchase of \(e.amount.map { $0.description } ?? "0") \(e.currency ?? "") on \(e.channel)",
             causeEventID: e.eventID, episode: 1,
             firedAtMs: e.timestampMs, expiresAtMs: e.timestampMs + rule.ttlMs,
-            snapshot: [("orders", .int(c.orders)), ("spend", .money(c.spend)),
-                       ("first_seen", .time(c.firstSeenMs))])
+            snapshot: [("orders", .int(a.lifetimeOrders)), ("spend", .money(Money(units: a.lifetimeSpend))),
+                       ("first_seen", .time(firstSeen))])
+    }
+}
+
+/// A binary min-heap of (due, customer slot). Stale entries are skipped when popped, so
+/// rescheduling is one push; the heap holds at most a few entries per customer.
+struct TimerHeap: Sendable {
+    struct Entry: Sendable {
+        var due: Int64
+        var slot: Int32
+    }
+    private(set) var items: [Entry] = []
+    var count: Int { items.count }
+    var peek: Entry? { items.first }
+
+    mutating func push(_ e: Entry) {
+        items.append(e)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if items[parent].due <= items[i].due { break }
+            items.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    @discardableResult
+    mutating func pop() -> Entry? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < items.count && items[l].due < items[m].due { m = l }
+                if r < items.count && items[r].due < items[m].due { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
     }
 }

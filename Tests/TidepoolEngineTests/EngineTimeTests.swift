@@ -1,0 +1,166 @@
+@testable import TidepoolEngine
+import XCTest
+
+/// Segment memberships over time: exact timer flips, lateness, and a brute-force reference.
+final class EngineTimeTests: XCTestCase {
+    let day = AggregateConfig.dayMs
+    let t0: Int64 = 1_790_000_000_000
+    let p0 = PartitionID(topic: "touchpoints", partition: 0)
+
+    func engine(_ rules: [(String, String)], lateness: Int64 = 0) throws -> Engine {
+        let agg = AggregateConfig()
+        let set = try SegmentSet(rules.map { SegmentDefinition(name: $0.0, rule: $0.1) }, aggregates: agg, channels: ChannelTable(agg))
+        return Engine(config: EngineConfig(aggregates: agg, segments: set, latenessMs: lateness,
+                                           firstPurchase: FirstPurchaseRule(enabled: false)))
+    }
+
+    func event(_ id: String, _ c: String, _ type: EventType, _ ts: Int64) -> TouchpointEvent {
+        TouchpointEvent(eventID: id, customerID: c, type: type, channel: "app", timestampMs: ts,
+                        amount: type == .purchase ? Money(major: 100) : nil, currency: type == .purchase ? "CNY" : nil)
+    }
+
+    func transitions(_ out: [EngineOutput]) -> [SegmentTransition] {
+        out.compactMap { if case .transition(let t) = $0 { return t } else { return nil } }
+    }
+
+    func testDormancyFlipsAtTheExactInstantWhenReplayingInEventTime() throws {
+        let e = try engine([("lapsed", "since(last(page_view)) > 14d")])
+        var out: [EngineOutput] = []
+        e.apply(event("a", "c1", .pageView, t0), partition: p0) { out.append($0) }
+        // Other customers' events carry stream time far past c1's due instant.
+        e.apply(event("b", "c2", .pageView, t0 + 30 * day), partition: p0) { out.append($0) }
+        let c1 = transitions(out).filter { $0.customerID == "c1" }
+        XCTAssertEqual(c1.count, 1)
+        XCTAssertEqual(c1[0].segment, "lapsed")
+        XCTAssertTrue(c1[0].entered)
+        XCTAssertEqual(c1[0].atMs, t0 + 14 * day + 1, "strictly more than 14 days: the first millisecond after")
+        XCTAssertNil(c1[0].causeEventID, "time alone flipped it")
+        XCTAssertEqual(c1[0].values.first?.0, "since(last(page_view))")
+        XCTAssertEqual(c1[0].values.first?.1, .duration(14 * day + 1))
+        XCTAssertEqual(e.stats(p0)?.timersFired, 1)
+    }
+
+    func testDormancyFlipsAtTheExactInstantInWallClockMode() throws {
+        let e = try engine([("lapsed", "since(last(page_view)) > 14d")], lateness: 60_000)
+        var out: [EngineOutput] = []
+        e.apply(event("a", "c1", .pageView, t0), partition: p0) { out.append($0) }
+        e.advance(p0, to: t0 + 14 * day) { out.append($0) }
+        XCTAssertTrue(transitions(out).isEmpty, "not yet due")
+        e.advance(p0, to: t0 + 14 * day + 1) { out.append($0) }
+        XCTAssertEqual(transitions(out).map(\.atMs), [t0 + 14 * day + 1])
+        XCTAssertEqual(e.memberships("c1"), ["lapsed"])
+        // A visit ends it, at the visit.
+        out = []
+        e.apply(event("b", "c1", .pageView, t0 + 20 * day), partition: p0) { out.append($0) }
+        XCTAssertEqual(transitions(out).map(\.entered), [false])
+        XCTAssertEqual(transitions(out).first?.causeEventID, "b")
+        XCTAssertEqual(transitions(out).first?.nextFlipMs, t0 + 34 * day + 1)
+    }
+
+    func testWindowExitFlipsWhenTheSecondNewestPurchaseLeaves() throws {
+        let e = try engine([("repeat", "count(purchase, 90d) >= 2")])
+        var out: [EngineOutput] = []
+        e.apply(event("p1", "c", .purchase, t0), partition: p0) { out.append($0) }
+        e.apply(event("p2", "c", .purchase, t0 + 10 * day), partition: p0) { out.append($0) }
+        XCTAssertEqual(transitions(out).map(\.entered), [true])
+        let leaves = (t0 / day + 90) * day  // the 90 UTC days starting with p1's day end here
+        XCTAssertEqual(transitions(out).first?.nextFlipMs, leaves)
+        e.advance(p0, to: leaves + 5 * day) { out.append($0) }
+        XCTAssertEqual(transitions(out).map(\.atMs), [t0 + 10 * day, leaves])
+        XCTAssertEqual(transitions(out).last?.entered, false)
+    }
+
+    func testLateEventsAreCountedAndDoNotRewriteThePast() throws {
+        let e = try engine([("buyer", "count(purchase, 30d) >= 1")], lateness: 60_000)
+        var out: [EngineOutput] = []
+        e.apply(event("v", "c", .pageView, t0 + 10 * day), partition: p0) { out.append($0) }
+        e.apply(event("late", "c", .purchase, t0), partition: p0) { out.append($0) }  // 10 days late
+        XCTAssertEqual(e.stats(p0)?.late, 1)
+        let t = transitions(out)
+        XCTAssertEqual(t.count, 1)
+        XCTAssertEqual(t[0].atMs, t0 + 10 * day, "entered now, at stream time, not back at the purchase")
+        XCTAssertEqual(e.record("c")?.aggregates.lifetimeOrders, 1, "lifetime totals still count it")
+    }
+
+    func testIdleCustomersAreEvictedAndCounted() throws {
+        let agg = AggregateConfig()
+        let e = Engine(config: EngineConfig(aggregates: agg, latenessMs: 0, customerRetentionMs: 30 * day,
+                                            firstPurchase: FirstPurchaseRule(enabled: false)))
+        e.apply(event("a", "gone", .pageView, t0), partition: p0) { _ in }
+        e.apply(event("b", "stays", .pageView, t0 + 20 * day), partition: p0) { _ in }
+        e.advance(p0, to: t0 + 31 * day) { _ in }
+        XCTAssertNil(e.record("gone"))
+        XCTAssertNotNil(e.record("stays"))
+        XCTAssertEqual(e.stats(p0)?.evicted, 1)
+    }
+
+    /// Random streams against a reference that recomputes each rule from the raw event list.
+    func testMembershipsMatchABruteForceReferenceAtEveryStep() throws {
+        let rules: [(String, String)] = [
+            ("repeat", "count(purchase, 90d) >= 2"),
+            ("lapsed", "since(last(page_view)) > 14d"),
+            ("recent_spender", "sum(purchase, 7d) >= 300"),
+            ("winback", "in_segment(repeat) and in_segment(lapsed)"),
+            ("idle_buyer", "orders() >= 1 and not (count(page_view, 30d) > 0)"),
+        ]
+        func reference(_ events: [TouchpointEvent], at t: Int64) -> [String] {
+            let hour = { (ms: Int64) -> Int64 in ms / AggregateConfig.hourMs }
+            let dayOf = { (ms: Int64) -> Int64 in ms / AggregateConfig.dayMs }
+            let purchases90 = events.filter { $0.type == .purchase && dayOf($0.timestampMs) <= dayOf(t) && dayOf($0.timestampMs) > dayOf(t) - 90 }.count
+            let lastVisit = events.filter { $0.type == .pageView }.map(\.timestampMs).max()
+            let spend7 = events.filter { $0.type == .purchase && hour($0.timestampMs) <= hour(t) && hour($0.timestampMs) > hour(t) - 168 }
+                .reduce(Int64(0)) { $0 + $1.amount!.units }
+            let visits30 = events.filter { $0.type == .pageView && dayOf($0.timestampMs) <= dayOf(t) && dayOf($0.timestampMs) > dayOf(t) - 30 }.count
+            let orders = events.filter { $0.type == .purchase }.count
+            var m: [String] = []
+            let rep = purchases90 >= 2
+            let lapsed = lastVisit.map { t - $0 > 14 * day } ?? false
+            if rep { m.append("repeat") }
+            if lapsed { m.append("lapsed") }
+            if spend7 >= Money(major: 300).units { m.append("recent_spender") }
+            if rep && lapsed { m.append("winback") }
+            if orders >= 1 && !(visits30 > 0) { m.append("idle_buyer") }
+            return m
+        }
+        for seed in 1...6 {
+            var rng = SeededRNG(UInt64(seed))
+            let e = try engine(rules)
+            var clock = t0
+            var seen: [String: [TouchpointEvent]] = [:]
+            var members: [String: Set<String>] = [:]
+            for step in 0..<300 {
+                let c = "c\(rng.next(upTo: 5))"
+                clock += Int64(rng.next(upTo: Int(3 * day)))
+                let type: EventType = rng.next(upTo: 3) == 0 ? .purchase : .pageView
+                let ev = TouchpointEvent(eventID: "e\(step)", customerID: c, type: type, channel: "app", timestampMs: clock,
+                                         amount: type == .purchase ? Money(major: Int64(50 + rng.next(upTo: 200))) : nil,
+                                         currency: type == .purchase ? "CNY" : nil)
+                var out: [EngineOutput] = []
+                e.apply(ev, partition: p0) { out.append($0) }
+                seen[c, default: []].append(ev)
+                // Replay every transition in order; each must agree with the reference at its instant.
+                for t in transitions(out) {
+                    var s = members[t.customerID] ?? []
+                    if t.entered { s.insert(t.segment) } else { s.remove(t.segment) }
+                    members[t.customerID] = s
+                    let evs = (seen[t.customerID] ?? []).filter { t.causeEventID != nil || $0.eventID != ev.eventID || t.customerID != c }
+                    XCTAssertEqual(Set(reference(evs, at: t.atMs)).contains(t.segment), t.entered,
+                                   "seed \(seed) step \(step): \(t.customerID) \(t.segment) at \(t.atMs - t0)")
+                    // Exactly on time: just before a timer flip, or just before its event was
+                    // applied, the reference still says the opposite (a late flip would fail here).
+                    let before = t.causeEventID == nil
+                        ? reference(evs, at: t.atMs - 1)
+                        : reference(evs.filter { $0.eventID != t.causeEventID }, at: t.atMs)
+                    XCTAssertEqual(Set(before).contains(t.segment), !t.entered,
+                                   "seed \(seed) step \(step): \(t.customerID) \(t.segment) flipped late at \(t.atMs - t0)")
+                }
+                // And the current memberships equal the reference at each customer's evaluation time.
+                for (id, evs) in seen {
+                    let r = e.record(id)!
+                    XCTAssertEqual(Set(e.memberships(id)), Set(reference(evs, at: r.evaluatedAtMs)), "seed \(seed) step \(step) \(id)")
+                    XCTAssertEqual(Set(e.memberships(id)), members[id] ?? [], "transitions replay to the same memberships")
+                }
+            }
+        }
+    }
+}
