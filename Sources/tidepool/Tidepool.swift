@@ -56,7 +56,7 @@ struct Run: ParsableCommand {
         let cfg = try loadConfig(config)
         bootstrapLogging(level: cfg.logLevel)
         let logger = Logger(label: "tidepool")
-        let worker = PipelineThread(Pipeline(config: cfg, logger: logger))
+        let worker = PipelineThread(try Pipeline(config: cfg, logger: logger))
         let signals = onTerminationSignal { [worker] in worker.pipeline.requestStop() }
         worker.start()
         let outcome: Pipeline.Outcome

@@ -21,7 +21,10 @@ final class ConfigLoaderTests: XCTestCase {
     func testExampleConfigIsValidAndMatchesDefaults() throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("deploy/tidepool.example.yaml")
-        XCTAssertEqual(try ConfigLoader.load(path: url.path), TidepoolConfig(), "the example documents the defaults")
+        var example = try ConfigLoader.load(path: url.path)
+        XCTAssertEqual(example.segments.map(\.name), ["repeat_buyer", "lapsed_visitor", "winback", "big_spender", "platform_heavy"])
+        example.segments = []
+        XCTAssertEqual(example, TidepoolConfig(), "apart from its example segments, the example documents the defaults")
     }
 
     func testValuesAndPassThroughProperties() throws {
@@ -49,6 +52,26 @@ final class ConfigLoaderTests: XCTestCase {
         XCTAssertEqual(c.consumerProperties["session.timeout.ms"], "6000")
         XCTAssertEqual(c.consumerProperties["bootstrap.servers"], "b1:9092,b2:9092")
         XCTAssertEqual(c.consumerProperties["group.id"], "tidepool")
+    }
+
+    func testSegmentRulesAreCheckedWithFilePositions() throws {
+        let ok = try load("""
+        segments:
+          repeat: "count(purchase, 90d) >= 2"
+          lapsed: |
+            since(last(page_view)) > 14d
+        """)
+        XCTAssertEqual(ok.segments.map(\.name), ["repeat", "lapsed"])
+        XCTAssertEqual(try ok.engineConfig().segments.segments.count, 2)
+        // Errors point into the rule text: quoted scalar on the key's line, block scalar below it.
+        expectError("segments:\n  a: \"count(purchse, 90d) > 1\"\n", line: 2, column: 13, contains: "unknown event type 'purchse'")
+        expectError("segments:\n  a: |\n    orders() > 1 and\n    since(last(page_view)) >\n", line: 4, column: 29, contains: "expected a value")
+        expectError("segments:\n  a: count(purchase, 400d) > 1\n", line: 2, column: 22, contains: "longer than the longest retained window")
+        XCTAssertEqual(try load("aggregates:\n  windows: [1d, 500d]\nsegments:\n  a: count(purchase, 400d) > 1\n").segments.count, 1,
+                       "a longer configured window allows the rule")
+        expectError("segments:\n  a: in_segment(b)\n  b: in_segment(a)\n", line: 3, column: 17, contains: "cycle")
+        expectError("aggregates:\n  windows: [90m]\n", line: 2, column: 13, contains: "whole hours")
+        expectError("aggregates:\n  owned_channels: [tmall]\n", line: 2, column: 3, contains: "both owned and platform")
     }
 
     func testErrorsNameLineAndColumn() {

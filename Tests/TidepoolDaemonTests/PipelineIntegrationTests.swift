@@ -37,7 +37,7 @@ final class PipelineIntegrationTests: XCTestCase {
         XCTAssertEqual(Set(expectedReasons.keys).count, 8, "the generator covers eight rejection kinds")
         XCTAssertGreaterThan(buyers.count, 20)
 
-        let worker = PipelineThread(Pipeline(config: config, logger: Logger(label: "test")))
+        let worker = PipelineThread(try Pipeline(config: config, logger: Logger(label: "test")))
         worker.start()
         XCTAssertTrue(eventually("all records processed") { worker.pipeline.metrics.snapshot.recordsIn == Int64(records.count) })
         XCTAssertEqual(try worker.stop(), .stopped)

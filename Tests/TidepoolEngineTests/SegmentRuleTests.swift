@@ -35,7 +35,7 @@ final class SegmentRuleTests: XCTestCase {
 
     func testParseErrorsNameLineColumnAndWhatWasExpected() {
         // Rule text starts at line 10, column 12 of the configuration file.
-        expectError([("a", "count(purchase, 90d) >= ")], at: 10, 36, "expected a value")
+        expectError([("a", "count(purchase, 90d) >= ")], at: 10, 35, "expected a value")
         expectError([("a", "count(purchase 90d) >= 2")], at: 10, 27, "expected ',' or ')'")
         expectError([("a", "count(purchase, 90d) >= 2\nand since(last(page_view)) > 14x")], at: 11, 30, "not a duration")
         expectError([("a", "orders() >= 2 orders()")], at: 10, 26, "expected 'and', 'or' or the end of the rule")

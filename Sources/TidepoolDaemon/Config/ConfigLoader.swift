@@ -31,6 +31,7 @@ public struct ConfigLoader {
 
     public func parse(_ text: String) throws -> TidepoolConfig {
         var config = TidepoolConfig()
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         let root: Node
         do {
             guard let n = try Yams.compose(yaml: text) else { return config }  // empty file: all defaults
@@ -69,6 +70,52 @@ public struct ConfigLoader {
                     default: throw unknown(k2, in: "first_purchase", known: ["enabled", "campaign", "channel", "ttl"])
                     }
                 }
+            case "aggregates":
+                for (k2, v2) in try mapping(v, "aggregates") {
+                    switch k2.string ?? "" {
+                    case "windows":
+                        guard case .sequence(let seq) = v2, !seq.isEmpty else { throw error(v2, "aggregates.windows must be a non-empty list of durations") }
+                        config.aggregates.windowsMs = try seq.map { n in
+                            let ms = try duration(n)
+                            if let p = AggregateConfig.problem(windowMs: ms) { throw error(n, p) }
+                            return ms
+                        }
+                    case "owned_channels": config.aggregates.ownedChannels = try tokens(v2, "aggregates.owned_channels")
+                    case "platform_channels": config.aggregates.platformChannels = try tokens(v2, "aggregates.platform_channels")
+                    case "dedupe_horizon": config.aggregates.dedupeHorizonMs = try duration(v2)
+                    case "dedupe_depth": config.aggregates.dedupeDepth = try int(v2, min: 0, max: 64)
+                    default: throw unknown(k2, in: "aggregates", known: ["windows", "owned_channels", "platform_channels", "dedupe_horizon", "dedupe_depth"])
+                    }
+                }
+                let both = Set(config.aggregates.ownedChannels).intersection(config.aggregates.platformChannels)
+                if let c = both.sorted().first { throw error(v, "channel '\(c)' is listed as both owned and platform") }
+                if config.aggregates.ownedChannels.count + config.aggregates.platformChannels.count > 63 {
+                    throw error(v, "at most 63 owned and platform channels can be tracked")
+                }
+            case "time":
+                for (k2, v2) in try mapping(v, "time") {
+                    switch k2.string ?? "" {
+                    case "allowed_lateness": config.latenessMs = try duration(v2)
+                    case "idle_advance": config.idleAdvance = try bool(v2)
+                    default: throw unknown(k2, in: "time", known: ["allowed_lateness", "idle_advance"])
+                    }
+                }
+            case "customers":
+                for (k2, v2) in try mapping(v, "customers") {
+                    switch k2.string ?? "" {
+                    case "retention": config.customerRetentionMs = try duration(v2)
+                    default: throw unknown(k2, in: "customers", known: ["retention"])
+                    }
+                }
+            case "segments":
+                for (k2, v2) in try mapping(v, "segments") {
+                    guard case .scalar(let sc) = v2 else { throw error(v2, "segment '\(k2.string!)' must be a rule text") }
+                    let origin = ruleOrigin(sc, lines)
+                    let block = sc.style == .literal || sc.style == .folded
+                    config.segments.append(SegmentDefinition(name: k2.string!, rule: sc.string, origin: origin,
+                                                             continuationIndent: block ? origin.column - 1 : 0))
+                }
+                guard config.segments.count <= 64 else { throw error(v, "at most 64 segments") }
             case "shutdown":
                 for (k2, v2) in try mapping(v, "shutdown") {
                     switch k2.string ?? "" {
@@ -89,8 +136,16 @@ public struct ConfigLoader {
                     }
                 }
             default:
-                throw unknown(k, in: "the top level", known: ["kafka", "decoding", "processing", "first_purchase", "shutdown", "log"])
+                throw unknown(k, in: "the top level", known: ["kafka", "decoding", "processing", "first_purchase", "aggregates",
+                                                               "time", "customers", "segments", "shutdown", "log"])
             }
+        }
+        // Rules are checked once every section is read (windows and channels come from `aggregates`).
+        do {
+            _ = try config.engineConfig()
+        } catch let e as SegmentError {
+            throw ConfigError(file: file, line: e.error.location.line, column: e.error.location.column,
+                              message: "segment '\(e.segment)': \(e.error.message)")
         }
         return config
     }
@@ -140,6 +195,27 @@ public struct ConfigLoader {
             out[k.string!] = s.string
         }
         return out
+    }
+
+    /// Where a rule's text starts in the file: after the quote of a quoted scalar, on the next line
+    /// (at its indentation) for a block scalar (`|` or `>`).
+    private func ruleOrigin(_ s: Node.Scalar, _ lines: [Substring]) -> SourceLocation {
+        guard let m = s.mark else { return SourceLocation(line: 1, column: 1) }
+        switch s.style {
+        case .singleQuoted, .doubleQuoted:
+            return SourceLocation(line: m.line, column: m.column + 1)
+        case .literal, .folded:
+            let next = m.line  // 0-based index of the following line
+            let indent = next < lines.count ? lines[next].prefix { $0 == " " }.count : 0
+            return SourceLocation(line: m.line + 1, column: indent + 1)
+        default:
+            return SourceLocation(line: m.line, column: m.column)
+        }
+    }
+
+    private func tokens(_ n: Node, _ what: String) throws -> [String] {
+        guard case .sequence(let seq) = n else { throw error(n, "\(what) must be a list of channel names") }
+        return try seq.map { try token($0) }
     }
 
     private func string(_ n: Node) throws -> String {

@@ -35,10 +35,26 @@ public struct TidepoolConfig: Equatable, Sendable {
     public var decoding = DecoderLimits()
     public var processing = Processing()
     public var firstPurchase = FirstPurchaseRule()
+    public var aggregates = AggregateConfig()
+    /// Segment rules in file order, with where each rule's text starts.
+    public var segments: [SegmentDefinition] = []
+    /// Allowed lateness: stream time = newest event time - this.
+    public var latenessMs: Int64 = 5 * 60_000
+    /// A caught-up partition's stream time follows the wall clock (minus the lateness).
+    public var idleAdvance = true
+    /// Customers idle this long (stream time) leave memory.
+    public var customerRetentionMs: Int64 = 400 * AggregateConfig.dayMs
     public var shutdown = Shutdown()
     public var logLevel = "info"
 
     public init() {}
+
+    /// The engine configuration. Segments were checked when the file was loaded.
+    public func engineConfig() throws -> EngineConfig {
+        let set = try SegmentSet(segments, aggregates: aggregates, channels: ChannelTable(aggregates))
+        return EngineConfig(aggregates: aggregates, segments: set, latenessMs: latenessMs,
+                            customerRetentionMs: customerRetentionMs, firstPurchase: firstPurchase)
+    }
 
     /// Consumer properties as handed to librdkafka.
     public var consumerProperties: [String: String] {

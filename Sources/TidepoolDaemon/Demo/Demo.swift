@@ -49,7 +49,7 @@ public struct Demo {
         }
         out("mock cluster at \(cluster.bootstrapServers); topics \(config.kafka.inputTopics[0]), \(config.kafka.triggerTopic), \(config.kafka.deadLetterTopic) with \(options.partitions) partitions")
 
-        let pipeline = Pipeline(config: config, logger: logger)
+        let pipeline = try Pipeline(config: config, logger: logger)
         let worker = PipelineThread(pipeline)
         var producer: KafkaProducer! = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "20"]) { _ in }
         var gen = TouchpointGenerator(customers: options.customers, malformedShare: options.malformedShare, seed: options.seed)

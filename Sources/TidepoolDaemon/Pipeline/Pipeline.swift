@@ -37,13 +37,15 @@ public final class Pipeline: RebalanceListener {
         case deliveryFailed(String)
     }
 
+    /// Throws `SegmentError` when the configuration's segment rules do not check (the loader
+    /// reports those with file positions before this point).
     public init(config: TidepoolConfig, logger: Logger, metrics: PipelineMetrics = PipelineMetrics(),
-                clock: @escaping () -> Int64 = WallClock.nowMs) {
+                clock: @escaping () -> Int64 = WallClock.nowMs) throws {
         self.config = config
         self.logger = logger
         self.metrics = metrics
         self.clock = clock
-        self.engine = Engine(firstPurchase: config.firstPurchase)
+        self.engine = Engine(config: try config.engineConfig())
         self.decoder = TouchpointDecoder(limits: config.decoding)
     }
 
@@ -67,6 +69,7 @@ public final class Pipeline: RebalanceListener {
             let now = clock()
             consumer.poll(timeoutMs: timeout) { msg in handle(msg, nowMs: now) }
             endRun()
+            if config.idleAdvance { advanceIdlePartitions(wallMs: now) }
             tracker.close()
             producer.poll(timeoutMs: 0)
             storeCompleted()
@@ -85,6 +88,8 @@ public final class Pipeline: RebalanceListener {
     private var runNext: Int64 = -1
     private var partitionIDs: [OffsetTracker.PartitionKey: PartitionID] = [:]
     private var runPartitionID = PartitionID(topic: "", partition: -1)
+    /// Partitions at the end of the log with no record since.
+    private var idle: Set<PartitionID> = []
 
     @inline(__always)
     private func handle(_ msg: KafkaMessage, nowMs: Int64) {
@@ -103,12 +108,14 @@ public final class Pipeline: RebalanceListener {
         if let err = msg.error {
             if msg.isPartitionEOF {
                 counters.partitionsAtEOF.insert(runPartitionID.description)
+                idle.insert(runPartitionID)
             } else {
                 counters.consumerErrors += 1
                 logger.warning("consumer error", metadata: ["error": "\(err)"])
             }
             return
         }
+        if !idle.isEmpty { idle.remove(runPartitionID) }
         let keyCheck: KeyCheck = msg.key.map { .bytes($0) } ?? .none
         do throws(DecodeFailure) {
             if msg.valueIsNull { throw DecodeFailure(.invalidJSON, "record has a null value") }
@@ -121,6 +128,14 @@ public final class Pipeline: RebalanceListener {
             deadLetter(msg, error)
         }
         runNext = msg.offset + 1
+    }
+
+    /// Partitions that have reached the end of the log follow the wall clock: dormancy and window
+    /// exits fire on time even when no event arrives.
+    private func advanceIdlePartitions(wallMs: Int64) {
+        for p in idle {
+            engine.advance(p, to: wallMs - config.latenessMs) { output in route(output, nowMs: wallMs) }
+        }
     }
 
     private func endRun() {
@@ -243,6 +258,7 @@ public final class Pipeline: RebalanceListener {
 
     private func publish() {
         counters.customers = engine.customerCount
+        counters.segmentSizes = engine.segmentSizes
         counters.assignedPartitions = consumer?.assignment.count ?? 0
         metrics.publish(counters)
     }
@@ -262,6 +278,7 @@ public final class Pipeline: RebalanceListener {
         // partitions go to another member; then their state leaves memory.
         drainAndCommit(deadlineMs: config.shutdown.deadlineMs)
         for p in partitions {
+            idle.remove(PartitionID(topic: p.topic, partition: p.partition))
             engine.release(PartitionID(topic: p.topic, partition: p.partition))
             counters.positions["\(p.topic)[\(p.partition)]"] = nil
             counters.partitionsAtEOF.remove("\(p.topic)[\(p.partition)]")
@@ -274,6 +291,7 @@ public final class Pipeline: RebalanceListener {
         runPartition = -1
         tracker.forget(Set(partitions.map { OffsetTracker.PartitionKey(topic: $0.topic, partition: $0.partition) }))
         for p in partitions {
+            idle.remove(PartitionID(topic: p.topic, partition: p.partition))
             engine.release(PartitionID(topic: p.topic, partition: p.partition))
             counters.positions["\(p.topic)[\(p.partition)]"] = nil
             counters.partitionsAtEOF.remove("\(p.topic)[\(p.partition)]")

@@ -11,6 +11,8 @@ public struct PipelineCounters: Sendable, Equatable {
     public var triggersProduced: Int64 = 0
     /// Segment transitions (entered + exited) by segment name.
     public var segmentTransitions: [String: Int64] = [:]
+    /// Members per segment (segment name -> customers), over the assigned partitions.
+    public var segmentSizes: [String: Int] = [:]
     public var triggersDelivered: Int64 = 0
     public var deadLettersDelivered: Int64 = 0
     public var deliveryFailures: Int64 = 0

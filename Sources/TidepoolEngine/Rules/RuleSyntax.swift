@@ -80,20 +80,28 @@ public struct RuleParser {
 
     /// Parses `text`. `origin` is where the text starts in its file (for YAML block scalars the
     /// rule's first line); locations in errors are file positions.
-    public static func parse(_ text: String, origin: SourceLocation = SourceLocation(line: 1, column: 1)) throws(RuleError) -> RuleSyntax {
+    /// `continuationIndent` is added to columns of the text's second and later lines (a YAML block
+    /// scalar's indentation, which YAML removes from the text).
+    public static func parse(_ text: String, origin: SourceLocation = SourceLocation(line: 1, column: 1),
+                             continuationIndent: Int = 0) throws(RuleError) -> RuleSyntax {
         var p = RuleParser()
-        try p.tokenize(text, origin: origin)
+        try p.tokenize(text, origin: origin, continuationIndent: continuationIndent)
         let expr = try p.parseOr()
         guard case .end = p.peek else { throw p.expected("'and', 'or' or the end of the rule") }
         return expr
     }
 
-    private mutating func tokenize(_ text: String, origin: SourceLocation) throws(RuleError) {
+    private mutating func tokenize(_ text: String, origin: SourceLocation, continuationIndent: Int) throws(RuleError) {
         let b = Array(text.utf8)
         var i = 0
         var line = origin.line, lineStart = 0, firstLine = true
         func loc(_ at: Int) -> SourceLocation {
-            SourceLocation(line: line, column: (firstLine ? origin.column - 1 : 0) + (at - lineStart) + 1)
+            SourceLocation(line: line, column: (firstLine ? origin.column - 1 : continuationIndent) + (at - lineStart) + 1)
+        }
+        var endLoc = loc(0)
+        func add(_ t: Token, _ start: Int, _ end: Int) {
+            tokens.append((t, loc(start)))
+            endLoc = loc(end)
         }
         while i < b.count {
             let c = b[i]
@@ -110,34 +118,35 @@ public struct RuleParser {
                     guard let ms = DurationText.parseMs(whole) else {
                         throw RuleError(loc(start), "'\(whole)' is not a duration; use an integer with ms, s, m, h or d (e.g. 14d)")
                     }
-                    tokens.append((.duration(ms), loc(start)))
+                    add(.duration(ms), start, unitEnd)
                     i = unitEnd
                 } else {
                     guard let v = Double(numText) else { throw RuleError(loc(start), "'\(numText)' is not a number") }
-                    tokens.append((.number(v), loc(start)))
+                    add(.number(v), start, i)
                 }
                 continue
             }
             if (c >= 0x61 && c <= 0x7A) || (c >= 0x41 && c <= 0x5A) || c == 0x5F || c >= 0x80 {
                 while i < b.count && ((b[i] >= 0x61 && b[i] <= 0x7A) || (b[i] >= 0x41 && b[i] <= 0x5A) || b[i] == 0x5F
                                       || (b[i] >= 0x30 && b[i] <= 0x39) || b[i] >= 0x80) { i += 1 }
-                tokens.append((.name(String(decoding: b[start..<i], as: UTF8.self)), loc(start)))
+                add(.name(String(decoding: b[start..<i], as: UTF8.self)), start, i)
                 continue
             }
             let two = i + 1 < b.count ? String(decoding: b[i...(i + 1)], as: UTF8.self) : ""
             if ["<=", ">=", "==", "!="].contains(two) {
-                tokens.append((.symbol(two), loc(start)))
+                add(.symbol(two), start, i + 2)
                 i += 2
                 continue
             }
             if "()<>,=".utf8.contains(c) {
-                tokens.append((.symbol(String(UnicodeScalar(c))), loc(start)))
+                add(.symbol(String(UnicodeScalar(c))), start, i + 1)
                 i += 1
                 continue
             }
             throw RuleError(loc(start), "unexpected character '\(String(decoding: [c], as: UTF8.self))'")
         }
-        tokens.append((.end, loc(b.count)))
+        // "End of rule" is reported just after the last token, not after trailing blank lines.
+        tokens.append((.end, endLoc))
     }
 
     private var peek: Token { tokens[pos].0 }

@@ -49,10 +49,13 @@ public struct SegmentDefinition: Sendable, Equatable {
     public var rule: String
     /// Where the rule text starts in its file.
     public var origin: SourceLocation
-    public init(name: String, rule: String, origin: SourceLocation = SourceLocation(line: 1, column: 1)) {
+    /// Columns to add on the rule's later lines (YAML block scalars lose their indentation).
+    public var continuationIndent: Int
+    public init(name: String, rule: String, origin: SourceLocation = SourceLocation(line: 1, column: 1), continuationIndent: Int = 0) {
         self.name = name
         self.rule = rule
         self.origin = origin
+        self.continuationIndent = continuationIndent
     }
 }
 
@@ -101,7 +104,7 @@ public struct SegmentSet: Sendable, Equatable {
         var deps: [[(Int, SourceLocation)]] = []
         for d in definitions {
             do throws(RuleError) {
-                let syntax = try RuleParser.parse(d.rule, origin: d.origin)
+                let syntax = try RuleParser.parse(d.rule, origin: d.origin, continuationIndent: d.continuationIndent)
                 var checker = RuleChecker(config: config, channels: channels, segments: index)
                 let (expr, type) = try checker.check(syntax)
                 guard type == .bool else {

@@ -102,6 +102,8 @@ public struct PartitionStats: Sendable, Equatable {
     public var timersFired: Int64 = 0
     public var transitions: Int64 = 0
     public var evicted: Int64 = 0
+    /// Members per segment (indexed like the SegmentSet).
+    public var segmentSizes: [Int] = []
 }
 
 /// The state of one partition: its customers, stream time and timers.
@@ -150,6 +152,15 @@ public final class Engine {
     public func release(_ p: PartitionID) { partitions[p] = nil }
 
     public var customerCount: Int { partitions.values.reduce(0) { $0 + $1.customerCount } }
+
+    /// Members per segment over all partitions held.
+    public var segmentSizes: [String: Int] {
+        var out: [String: Int] = [:]
+        for (i, s) in config.segments.segments.enumerated() {
+            out[s.name] = partitions.values.reduce(0) { $0 + ($1.stats.segmentSizes.count > i ? $1.stats.segmentSizes[i] : 0) }
+        }
+        return out
+    }
 
     public func record(_ id: String) -> CustomerRecord? {
         for p in partitions.values { if let s = p.index[id] { return p.customers[Int(s)] } }
@@ -264,6 +275,8 @@ public final class Engine {
                         ruleVersion: ruleVersions[i], values: RuleExplainer.values(segs.segments[i].expr, ctx, names: segmentNames),
                         nextFlipMs: flips[i] == .max ? nil : flips[i], causeEventID: cause)))
                 }
+                if ps.stats.segmentSizes.count != now.count { ps.stats.segmentSizes = Array(repeating: 0, count: now.count) }
+                for i in now.indices where changed & (1 << UInt64(i)) != 0 { ps.stats.segmentSizes[i] += now[i] ? 1 : -1 }
                 r.memberships = bits
             }
         }
@@ -297,6 +310,9 @@ public final class Engine {
     }
 
     private func evict(_ ps: inout PartitionState, slot: Int) {
+        // An evicted customer leaves memory and with it every segment; sizes follow.
+        let m = ps.customers[slot].memberships
+        for i in ps.stats.segmentSizes.indices where m & (1 << UInt64(i)) != 0 { ps.stats.segmentSizes[i] -= 1 }
         ps.index[ps.ids[slot]] = nil
         ps.ids[slot] = ""
         ps.customers[slot] = CustomerRecord()
