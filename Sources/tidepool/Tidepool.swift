@@ -93,6 +93,7 @@ struct Demo: ParsableCommand {
     @Option(help: "Partitions per topic (the mock keeps ~5 MiB per partition).") var partitions: Int32 = 32
     @Option(help: "Share of malformed records (0...1).") var malformed = 0.01
     @Option(help: "Random seed.") var seed: UInt64 = 42
+    @Option(help: "Spread event times over this many days up to now (0: wall clock).") var historyDays = 60
     @Option(help: "Produce this many records first, then measure how fast the pipeline drains them (0: paced mode).") var preload = 0
     @Option(help: "Log level for the pipeline's own log lines.") var logLevel = "warning"
 
@@ -106,6 +107,7 @@ struct Demo: ParsableCommand {
         o.malformedShare = malformed
         o.seed = seed
         o.preload = preload
+        o.historyDays = historyDays
         let demo = TidepoolDaemon.Demo(options: o, logger: Logger(label: "tidepool.demo"))
         let summary = try demo.run { line in print(line); fflush(stdout) }
         print(TidepoolDaemon.Demo.render(summary))

@@ -16,6 +16,9 @@ public struct Demo {
         /// When > 0: produce this many records before the pipeline starts, then measure how fast
         /// it drains them (its maximum rate, not the offered load). `rate`/`seconds` are ignored.
         public var preload = 0
+        /// Event times spread over this many days up to now, so that windows, dormancy and
+        /// timers have history to work on (0: every event is stamped with the wall clock).
+        public var historyDays = 60
         public init() {}
     }
 
@@ -44,6 +47,7 @@ public struct Demo {
         config.kafka.bootstrapServers = cluster.bootstrapServers
         config.kafka.groupID = "tidepool-demo"
         config.kafka.consumer = ["session.timeout.ms": "6000"]
+        config.segments = ExampleSegments.definitions
         for t in [config.kafka.inputTopics[0], config.kafka.triggerTopic, config.kafka.deadLetterTopic] {
             try cluster.createTopic(t, partitions: options.partitions)
         }
@@ -55,8 +59,14 @@ public struct Demo {
         var gen = TouchpointGenerator(customers: options.customers, malformedShare: options.malformedShare, seed: options.seed)
         var expected: [DeadLetterReason: Int64] = [:]
         var produced: Int64 = 0
+        let plannedTotal = options.preload > 0 ? Int64(options.preload) : Int64(options.rate) * Int64(options.seconds)
+        let historyMs = Int64(options.historyDays) * 86_400_000
+        let historyStart = WallClock.nowMs() - historyMs
         func produceOne() throws {
-            let r = gen.next(nowMs: WallClock.nowMs())
+            // Event time walks through the history window as production proceeds.
+            let eventTime = historyMs == 0 ? WallClock.nowMs()
+                : historyStart + Int64(Double(produced) / Double(max(plannedTotal, 1)) * Double(historyMs))
+            let r = gen.next(nowMs: eventTime)
             try producer.produce(topic: config.kafka.inputTopics[0], key: r.key, value: r.value)
             if let reason = r.expectedRejection { expected[reason, default: 0] += 1 }
             produced += 1
@@ -80,7 +90,7 @@ public struct Demo {
         var drainStart: (UInt64, Int64)? = nil
 
         let start = WallClock.monotonicNs()
-        let total = options.preload > 0 ? Int64(options.preload) : Int64(options.rate) * Int64(options.seconds)
+        let total = plannedTotal
         var lastReport = start
         var lastRecords: Int64 = 0
         if options.preload == 0 {
@@ -120,6 +130,7 @@ public struct Demo {
         let drainEnd = (WallClock.monotonicNs(), pipeline.metrics.snapshot.recordsIn)
         let drainRate = drainStart.map { Double(drainEnd.1 - $0.1) / (Double(drainEnd.0 - $0.0) / 1e9) }
         let customersBeforeStop = pipeline.metrics.snapshot.customers
+        let segmentsBeforeStop = pipeline.metrics.snapshot.segmentSizes
         if case .deliveryFailed(let why) = try worker.stop() { throw KafkaError(code: -1, message: why) }
         let seconds = Double(WallClock.monotonicNs() - start) / 1e9
 
@@ -133,6 +144,7 @@ public struct Demo {
         producer = nil  // close the client before the cluster goes away (no disconnect noise)
         var counters = pipeline.metrics.snapshot
         counters.customers = customersBeforeStop  // the stop releases every partition's state
+        counters.segmentSizes = segmentsBeforeStop
         return Summary(produced: produced, expectedDeadLetters: expected, counters: counters,
                        triggerTopicRecords: triggerRecords, deadLetterTopicRecords: deadLetterRecords, seconds: seconds,
                        drainRate: options.preload > 0 ? drainRate : nil)
@@ -160,6 +172,10 @@ public struct Demo {
         lines.append("  dead letters by reason (expected from the generator):")
         for r in DeadLetterReason.allCases where c.deadLetters(r) > 0 || (s.expectedDeadLetters[r] ?? 0) > 0 {
             lines.append("    \(r.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)) \(c.deadLetters(r)) (\(s.expectedDeadLetters[r] ?? 0))")
+        }
+        lines.append("  segments (members at the end; entered + exited transitions):")
+        for (name, _) in ExampleSegments.standard {
+            lines.append("    \(name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(c.segmentSizes[name] ?? 0) (\(c.segmentTransitions[name] ?? 0))")
         }
         lines.append("  delivery failures     \(c.deliveryFailures)")
         if let r = s.drainRate {

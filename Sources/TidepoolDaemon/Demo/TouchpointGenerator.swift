@@ -87,7 +87,7 @@ public struct TouchpointGenerator {
             let v = #"{"event_id":"bad-\#(counter)","customer_id":"\#(cid)","type":"page_view","channel":"app","timestamp":"yesterday"}"#
             return Record(key: key, value: Array(v.utf8), expectedRejection: .invalidTimestamp)
         case 6:
-            let v = #"{"event_id":"bad-\#(counter)","customer_id":"\#(cid)","type":"page_view","channel":"app","timestamp":\#(nowMs + 86_400_000)}"#
+            let v = #"{"event_id":"bad-\#(counter)","customer_id":"\#(cid)","type":"page_view","channel":"app","timestamp":\#(nowMs + 1000 * 86_400_000)}"#
             return Record(key: key, value: Array(v.utf8), expectedRejection: .timestampInFuture)
         default:
             return Record(key: Array("someone-else".utf8), value: Array(#"{\#(base),"type":"login"}"#.utf8), expectedRejection: .keyMismatch)
