@@ -104,3 +104,79 @@ let tEngine = best(3) {
 }
 line("decode + engine + trigger encode (1 core)", Double(n) / tEngine, "events/s", "\(n) events, \(distinct) customers")
 if sink == 42 { print("") }
+
+// 4. State engine at scale: 1M customers, the ten example segments, decode + aggregates +
+//    segment evaluation + timer scheduling; then memory per customer and timer throughput.
+/// Resident memory of the process (from /proc/self/statm), in bytes.
+func allocatedBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+          let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+let customersN = args.count > 2 ? Int(args[2]) ?? 1_000_000 : 1_000_000
+let eventsPerCustomer = 4
+let engineEvents = customersN * eventsPerCustomer
+print("")
+print("state engine: \(customersN) customers, \(engineEvents) events, \(ExampleSegments.standard.count) segments")
+let aggConfig = AggregateConfig()
+let segmentSet = try! SegmentSet(ExampleSegments.definitions, aggregates: aggConfig, channels: ChannelTable(aggConfig))
+let typesMix: [EventType] = [.pageView, .pageView, .pageView, .productView, .addToCart, .purchase, .messageOpen, .wecomChat]
+let channelMix = ["website", "app", "mini_program", "wecom", "tmall", "jd"]
+var rng = SplitMixBench(state: 7)
+let baseTime: Int64 = 1_790_000_000_000
+// Events over 60 days, in time order (a replay), each customer seen ~4 times.
+let engineInputs: [([UInt8], [UInt8])] = (0..<engineEvents).map { k in
+    let c = Int(rng.next() % UInt64(customersN))
+    let t = typesMix[Int(rng.next() % UInt64(typesMix.count))]
+    let ch = channelMix[Int(rng.next() % UInt64(channelMix.count))]
+    let ts = baseTime + Int64(k) * (60 * 86_400_000 / Int64(engineEvents))
+    var json = #"{"event_id":"e\#(k)","customer_id":"c\#(c)","type":"\#(t.name)","channel":"\#(ch)","timestamp":\#(ts)"#
+    if t == .purchase { json += #","amount":\#(50 + rng.next() % 900).50,"currency":"CNY""# }
+    json += "}"
+    return (Array(json.utf8), Array("c\(c)".utf8))
+}
+let before = allocatedBytes()
+let bigEngine = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false)))
+let enginePartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
+var transitionsOut = 0
+let engineNow = baseTime + 61 * 86_400_000
+let t0e = nowNs()
+for (k, input) in engineInputs.enumerated() {
+    input.0.withUnsafeBytes { p in
+        input.1.withUnsafeBytes { kb in
+            guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
+            // Partition by customer, as Kafka's key partitioning does.
+            bigEngine.apply(e, partition: enginePartitions[Int(StableHash.hash64(input.1) & 7)]) { o in
+                if case .transition = o { transitionsOut += 1 }
+            }
+        }
+    }
+    _ = k
+}
+let engineSeconds = Double(nowNs() - t0e) / 1e9
+let after = allocatedBytes()
+line("decode + aggregates + 10 segments (1 core)", Double(engineEvents) / engineSeconds, "events/s",
+     "\(engineEvents) events, \(bigEngine.customerCount) customers, \(transitionsOut) transitions")
+line("memory per customer (resident, all structures)", Double(after - before) / Double(bigEngine.customerCount), "bytes",
+     "\(bigEngine.customerCount) customers, ~\(eventsPerCustomer) events each")
+var fired: Int64 = 0
+let pendingTimers = enginePartitions.reduce(0) { $0 + (bigEngine.partitions[$1]?.customerCount ?? 0) }
+let t0t = nowNs()
+// Stream time moves 60 days past the replay, an hour at a time: dormancy and window exits fire.
+var tAdvance = baseTime + 60 * 86_400_000
+while tAdvance < baseTime + 120 * 86_400_000 {
+    tAdvance += 3_600_000
+    for p in enginePartitions { bigEngine.advance(p, to: tAdvance) { _ in } }
+}
+let timerSeconds = Double(nowNs() - t0t) / 1e9
+for p in enginePartitions { fired += bigEngine.stats(p)?.timersFired ?? 0 }
+line("timers fired (evaluate + reschedule)", Double(fired) / timerSeconds, "timers/s", "\(fired) timers over 60 days of stream time, \(pendingTimers) customers")
+if sink == 42 { print("") }
+
+struct SplitMixBench {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        return StableHash.mix(state)
+    }
+}

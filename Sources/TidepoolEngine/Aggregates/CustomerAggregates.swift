@@ -185,6 +185,44 @@ public struct CustomerAggregates: Sendable, Equatable {
         return UInt32(clamping: (day - w / AggregateConfig.dayMs + 1) * 24)
     }
 
+    /// Hot-path forms of the queries: raw type, channel -1 for any.
+    @inline(__always)
+    func count(rawType: UInt8, window w: Int64, at t: Int64, channel: Int16) -> Int64 {
+        let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
+        var n: Int64 = 0
+        for b in buckets where b.type == rawType && b.hour >= from && b.hour <= to && (channel < 0 || Int16(b.channel) == channel) {
+            n += Int64(b.count)
+        }
+        return n
+    }
+
+    @inline(__always)
+    func sum(rawType: UInt8, window w: Int64, at t: Int64, channel: Int16) -> Int64 {
+        let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
+        var n: Int64 = 0
+        for b in buckets where b.type == rawType && b.hour >= from && b.hour <= to && (channel < 0 || Int16(b.channel) == channel) {
+            n += b.amount
+        }
+        return n
+    }
+
+    func first(rawKey: UInt8) -> Int64? {
+        for f in firstLast where f.key == rawKey { return f.first }
+        return nil
+    }
+
+    func last(rawKey: UInt8) -> Int64? {
+        for f in firstLast where f.key == rawKey { return f.last }
+        return nil
+    }
+
+    /// First event of any type.
+    public var firstSeen: Int64? {
+        var v: Int64? = nil
+        for f in firstLast where f.key < 64 { v = min(v ?? f.first, f.first) }
+        return v
+    }
+
     /// Net count of `type` events in window `w` ending at `t` (optionally on one channel).
     public func count(_ type: EventType, window w: Int64, at t: Int64, channel: UInt8? = nil) -> Int64 {
         let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
@@ -226,7 +264,11 @@ public struct CustomerAggregates: Sendable, Equatable {
     public func first(channel: UInt8) -> Int64? { firstLast.first { $0.key == 64 + channel }?.first }
     public func last(channel: UInt8) -> Int64? { firstLast.first { $0.key == 64 + channel }?.last }
     /// Last event of any type.
-    public var lastSeen: Int64? { firstLast.lazy.filter { $0.key < 64 }.map(\.last).max() }
+    public var lastSeen: Int64? {
+        var v: Int64? = nil
+        for f in firstLast where f.key < 64 { v = max(v ?? f.last, f.last) }
+        return v
+    }
     public var distinctChannels: Int { channelsUsed.nonzeroBitCount }
 
     // MARK: - Merge

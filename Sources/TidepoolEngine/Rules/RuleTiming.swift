@@ -4,6 +4,77 @@
 /// arms a timer there and re-evaluates. Every real flip is at one of these instants, so flips
 /// happen exactly on time; an instant where nothing flips costs one evaluation.
 enum RuleTiming {
+    /// The time-dependent parts of one or more rules, deduplicated, for a single pass over a
+    /// customer's buckets.
+    struct Terms: Sendable, Equatable {
+        struct Window: Hashable, Sendable {
+            var windowMs: Int64
+            var type: Int16      // -1: any
+            var channel: Int16   // -1: any
+        }
+        struct Since: Hashable, Sendable {
+            var last: Bool
+            var type: Int16      // -1: any
+            var offsets: [Int64]
+        }
+        var windows: [Window] = []
+        var since: [Since] = []
+
+        init(_ exprs: [RuleExpr]) {
+            var w = Set<Window>()
+            var s = Set<Since>()
+            for e in exprs {
+                let offsets = RuleTiming.durations(in: e)
+                func walk(_ e: RuleExpr) {
+                    switch e {
+                    case .count(let t, let win, let c), .sum(let t, let win, let c):
+                        w.insert(Window(windowMs: win, type: Int16(t.rawValue), channel: c.map { Int16($0) } ?? -1))
+                    case .ownedShare(let win): w.insert(Window(windowMs: win, type: -1, channel: -1))
+                    case .since(.first(let t)): s.insert(Since(last: false, type: t.map { Int16($0.rawValue) } ?? -1, offsets: offsets))
+                    case .since(.last(let t)): s.insert(Since(last: true, type: t.map { Int16($0.rawValue) } ?? -1, offsets: offsets))
+                    case .not(let x), .since(let x): walk(x)
+                    case .compare(_, let x, let y), .and(let x, let y), .or(let x, let y): walk(x); walk(y)
+                    default: break
+                    }
+                }
+                walk(e)
+            }
+            windows = w.sorted { ($0.windowMs, $0.type, $0.channel) < ($1.windowMs, $1.type, $1.channel) }
+            since = s.sorted { ($0.last ? 1 : 0, $0.type, $0.offsets.first ?? 0) < ($1.last ? 1 : 0, $1.type, $1.offsets.first ?? 0) }
+        }
+
+        /// Earliest instant after `t` at which any of these terms steps.
+        func nextChange(_ a: borrowing CustomerAggregates, after t: Int64) -> Int64 {
+            var best = Int64.max
+            if !windows.isEmpty {
+                for b in a.buckets {
+                    let h = Int64(b.hour)
+                    for w in windows where (w.type < 0 || Int16(b.type) == w.type) && (w.channel < 0 || Int16(b.channel) == w.channel) {
+                        let enter: Int64, leave: Int64
+                        if w.windowMs <= AggregateConfig.hourlyLimitMs {
+                            enter = h * AggregateConfig.hourMs
+                            leave = (h + w.windowMs / AggregateConfig.hourMs) * AggregateConfig.hourMs
+                        } else {
+                            let day = h / 24
+                            enter = day * AggregateConfig.dayMs
+                            leave = (day + w.windowMs / AggregateConfig.dayMs) * AggregateConfig.dayMs
+                        }
+                        if enter > t && enter < best { best = enter }
+                        if leave > t && leave < best { best = leave }
+                    }
+                }
+            }
+            for s in since {
+                let time: Int64?
+                if s.last { time = s.type < 0 ? a.lastSeen : a.last(rawKey: UInt8(s.type)) }
+                else { time = s.type < 0 ? a.firstSeen : a.first(rawKey: UInt8(s.type)) }
+                guard let ms = time else { continue }
+                for d in s.offsets where ms + d > t && ms + d < best { best = ms + d }
+            }
+            return best
+        }
+    }
+
     /// Offsets after a `since(...)` time at which a comparison in the rule can flip:
     /// `since(x) > D` and `<= D` flip at x + D + 1 ms; `>= D` and `< D` at x + D; `== D` / `!= D` at both.
     static func durations(in e: RuleExpr) -> [Int64] {
@@ -37,46 +108,6 @@ enum RuleTiming {
         return Array(Set(out)).sorted()
     }
 
-    static func nextChange(_ e: RuleExpr, _ a: CustomerAggregates, after t: Int64, durations: [Int64]) -> Int64 {
-        var best = Int64.max
-        @inline(__always) func consider(_ x: Int64) { if x > t && x < best { best = x } }
-        func windowEdges(_ w: Int64, type: UInt8?, channel: UInt8?) {
-            for b in a.buckets where (type == nil || b.type == type!) && (channel == nil || b.channel == channel!) {
-                let h = Int64(b.hour)
-                if w <= AggregateConfig.hourlyLimitMs {
-                    consider(h * AggregateConfig.hourMs)                                   // enters
-                    consider((h + w / AggregateConfig.hourMs) * AggregateConfig.hourMs)    // leaves
-                } else {
-                    let day = h / 24
-                    consider(day * AggregateConfig.dayMs)
-                    consider((day + w / AggregateConfig.dayMs) * AggregateConfig.dayMs)
-                }
-            }
-        }
-        func walk(_ e: RuleExpr) {
-            switch e {
-            case .count(let type, let w, let ch), .sum(let type, let w, let ch):
-                windowEdges(w, type: type.rawValue, channel: ch)
-            case .ownedShare(let w):
-                windowEdges(w, type: nil, channel: nil)
-            case .since(let inner):
-                let time: Int64?
-                switch inner {
-                case .first(let type): time = type.map { a.first($0) } ?? a.firstLast.lazy.filter { $0.key < 64 }.map(\.first).min()
-                case .last(let type): time = type.map { a.last($0) } ?? a.lastSeen
-                default: time = nil
-                }
-                if let ms = time {
-                    for d in durations { consider(ms + d) }
-                }
-            case .not(let x): walk(x)
-            case .compare(_, let x, let y), .and(let x, let y), .or(let x, let y): walk(x); walk(y)
-            default: break
-            }
-        }
-        walk(e)
-        return best
-    }
 }
 
 /// Explains a decision: every comparison of the rule, its left side as written and its value.

@@ -87,6 +87,10 @@ public struct SegmentSet: Sendable, Equatable {
     public let segments: [Segment]
     /// Evaluation order: indices into `segments`.
     public let order: [Int]
+    let programs: [RuleProgram]
+    /// Time-dependent terms of all rules together, and of each rule alone.
+    let allTerms: RuleTiming.Terms
+    let terms: [RuleTiming.Terms]
 
     public init(_ definitions: [SegmentDefinition], aggregates config: AggregateConfig, channels: ChannelTable) throws(SegmentError) {
         var index: [String: Int] = [:]
@@ -138,16 +142,33 @@ public struct SegmentSet: Sendable, Equatable {
         for i in definitions.indices where state[i] == 0 { try visit(i) }
         self.segments = compiled
         self.order = order
+        self.programs = compiled.map { RuleProgram($0.expr) }
+        self.allTerms = RuleTiming.Terms(compiled.map(\.expr))
+        // A segment that uses others can flip when they do: its terms include theirs.
+        self.terms = compiled.indices.map { i in
+            var seen: Set<Int> = [i]
+            var todo = [i]
+            while let j = todo.popLast() {
+                for (k, _) in deps[j] where seen.insert(k).inserted { todo.append(k) }
+            }
+            return RuleTiming.Terms(seen.sorted().map { compiled[$0].expr })
+        }
+    }
+
+    /// Memberships as a bit set (bit i: segment i), evaluated in dependency order.
+    @inline(__always)
+    func memberships(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable) -> UInt64 {
+        var bits: UInt64 = 0
+        for i in order where programs[i].run(a, now: now, channels: channels, memberships: bits) {
+            bits |= 1 << UInt64(i)
+        }
+        return bits
     }
 
     /// Membership of every segment (indexed like `segments`) for one customer at `now`.
     public func evaluate(_ aggregates: CustomerAggregates, now: Int64, channels: ChannelTable) -> [Bool] {
-        var ctx = RuleContext(aggregates: aggregates, now: now, channels: channels,
-                              memberships: [Bool](repeating: false, count: segments.count))
-        for i in order {
-            if case .bool(let b) = RuleEvaluator.value(segments[i].expr, ctx) { ctx.memberships[i] = b }
-        }
-        return ctx.memberships
+        let bits = memberships(aggregates, now: now, channels: channels)
+        return segments.indices.map { bits & (1 << UInt64($0)) != 0 }
     }
 }
 

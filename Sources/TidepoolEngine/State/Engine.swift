@@ -130,14 +130,12 @@ public final class Engine {
     public let channels: ChannelTable
     public private(set) var partitions: [PartitionID: PartitionState] = [:]
     private let ruleVersions: [String]
-    private let durationConstants: [[Int64]]
     private let segmentNames: [String]
 
     public init(config: EngineConfig = EngineConfig()) {
         self.config = config
         self.channels = ChannelTable(config.aggregates)
         self.ruleVersions = config.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
-        self.durationConstants = config.segments.segments.map { RuleTiming.durations(in: $0.expr) }
         self.segmentNames = config.segments.segments.map(\.name)
     }
 
@@ -251,39 +249,33 @@ public final class Engine {
 
     private func evaluate(_ ps: inout PartitionState, slot: Int, at t: Int64, cause: String?, emit: (EngineOutput) -> Void) {
         let segs = config.segments
-        var r = ps.customers[slot]
-        r.evaluatedAtMs = max(r.evaluatedAtMs, t)
+        if ps.customers[slot].evaluatedAtMs < t { ps.customers[slot].evaluatedAtMs = t }
         var next: Int64 = .max
         if !segs.segments.isEmpty {
-            let now = segs.evaluate(r.aggregates, now: t, channels: channels)
-            var bits: UInt64 = 0
-            var flips: [Int64] = []
-            flips.reserveCapacity(now.count)
-            for i in now.indices {
-                if now[i] { bits |= 1 << UInt64(i) }
-                let f = RuleTiming.nextChange(segs.segments[i].expr, r.aggregates, after: t, durations: durationConstants[i])
-                flips.append(f)
-                next = min(next, f)
-            }
-            let changed = bits ^ r.memberships
+            let bits = segs.memberships(ps.customers[slot].aggregates, now: t, channels: channels)
+            next = segs.allTerms.nextChange(ps.customers[slot].aggregates, after: t)
+            let changed = bits ^ ps.customers[slot].memberships
             if changed != 0 {
-                let ctx = RuleContext(aggregates: r.aggregates, now: t, channels: channels, memberships: now)
-                for i in now.indices where changed & (1 << UInt64(i)) != 0 {
+                // Rare path: explain each change.
+                let a = ps.customers[slot].aggregates
+                let flags = segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 }
+                let ctx = RuleContext(aggregates: a, now: t, channels: channels, memberships: flags)
+                if ps.stats.segmentSizes.count != flags.count { ps.stats.segmentSizes = Array(repeating: 0, count: flags.count) }
+                for i in flags.indices where changed & (1 << UInt64(i)) != 0 {
                     ps.stats.transitions += 1
+                    ps.stats.segmentSizes[i] += flags[i] ? 1 : -1
+                    let flip = segs.terms[i].nextChange(a, after: t)
                     emit(.transition(SegmentTransition(
-                        customerID: ps.ids[slot], segment: segs.segments[i].name, entered: now[i], atMs: t,
+                        customerID: ps.ids[slot], segment: segs.segments[i].name, entered: flags[i], atMs: t,
                         ruleVersion: ruleVersions[i], values: RuleExplainer.values(segs.segments[i].expr, ctx, names: segmentNames),
-                        nextFlipMs: flips[i] == .max ? nil : flips[i], causeEventID: cause)))
+                        nextFlipMs: flip == .max ? nil : flip, causeEventID: cause)))
                 }
-                if ps.stats.segmentSizes.count != now.count { ps.stats.segmentSizes = Array(repeating: 0, count: now.count) }
-                for i in now.indices where changed & (1 << UInt64(i)) != 0 { ps.stats.segmentSizes[i] += now[i] ? 1 : -1 }
-                r.memberships = bits
+                ps.customers[slot].memberships = bits
             }
         }
-        if let last = r.aggregates.lastSeen { next = min(next, max(last + config.customerRetentionMs, t + 1)) }
-        r.dueMs = next
-        ps.customers[slot] = r
-        if next < r.scheduledMs { schedule(&ps, slot: slot, next) }
+        if let last = ps.customers[slot].aggregates.lastSeen { next = min(next, max(last + config.customerRetentionMs, t + 1)) }
+        ps.customers[slot].dueMs = next
+        if next < ps.customers[slot].scheduledMs { schedule(&ps, slot: slot, next) }
     }
 
     private func schedule(_ ps: inout PartitionState, slot: Int, _ due: Int64) {

@@ -1,0 +1,123 @@
+/// A checked rule compiled to a flat list of stack-machine operations, evaluated once per
+/// segment per customer evaluation on the hot path. The tree form (`RuleExpr`) stays for
+/// explanations; this form avoids the reference counting of walking indirect enums.
+///
+/// Every value is a Double: counts, money in units (1/10000), durations and times in ms,
+/// booleans as 0/1. "Missing" (a customer who never did something) is NaN, and IEEE comparisons
+/// with NaN are false: exactly the rule language's semantics.
+struct RuleProgram: Sendable, Equatable {
+    enum Op: Sendable, Equatable {
+        case constant(Double)
+        case count(type: UInt8, windowMs: Int64, channel: Int16)
+        case sum(type: UInt8, windowMs: Int64, channel: Int16)
+        case orders
+        case spend
+        case first(type: Int16)
+        case last(type: Int16)
+        case since
+        case toMoney
+        case distinctChannels
+        case ownedShare(windowMs: Int64)
+        case inSegment(Int)
+        case compare(CompareOp)
+        case and, or, not
+    }
+
+    var ops: [Op] = []
+    var maxDepth = 0
+
+    init(_ e: RuleExpr) {
+        var depth = 0
+        func push(_ op: Op, _ delta: Int) {
+            ops.append(op)
+            depth += delta
+            maxDepth = max(maxDepth, depth)
+        }
+        func isMoney(_ e: RuleExpr) -> Bool {
+            switch e {
+            case .sum, .spend, .constant(.money): return true
+            default: return false
+            }
+        }
+        func emit(_ e: RuleExpr) {
+            switch e {
+            case .constant(let v):
+                switch v {
+                case .number(let d): push(.constant(d), 1)
+                case .money(let u): push(.constant(Double(u)), 1)
+                case .duration(let ms), .time(let ms): push(.constant(Double(ms)), 1)
+                case .bool(let b): push(.constant(b ? 1 : 0), 1)
+                case .missing: push(.constant(.nan), 1)
+                }
+            case .count(let t, let w, let c): push(.count(type: t.rawValue, windowMs: w, channel: c.map { Int16($0) } ?? -1), 1)
+            case .sum(let t, let w, let c): push(.sum(type: t.rawValue, windowMs: w, channel: c.map { Int16($0) } ?? -1), 1)
+            case .orders: push(.orders, 1)
+            case .spend: push(.spend, 1)
+            case .first(let t): push(.first(type: t.map { Int16($0.rawValue) } ?? -1), 1)
+            case .last(let t): push(.last(type: t.map { Int16($0.rawValue) } ?? -1), 1)
+            case .since(let x): emit(x); push(.since, 0)
+            case .distinctChannels: push(.distinctChannels, 1)
+            case .ownedShare(let w): push(.ownedShare(windowMs: w), 1)
+            case .inSegment(let i): push(.inSegment(i), 1)
+            case .compare(let op, let a, let b):
+                // A plain number compared with money is a money amount: scale it to units.
+                emit(a)
+                if isMoney(b) && !isMoney(a) { push(.toMoney, 0) }
+                emit(b)
+                if isMoney(a) && !isMoney(b) { push(.toMoney, 0) }
+                push(.compare(op), -1)
+            case .and(let a, let b): emit(a); emit(b); push(.and, -1)
+            case .or(let a, let b): emit(a); emit(b); push(.or, -1)
+            case .not(let a): emit(a); push(.not, 0)
+            }
+        }
+        emit(e)
+    }
+
+    /// Runs the program for one customer at `now`; `memberships` holds segments evaluated earlier.
+    @inline(__always)
+    func run(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64) -> Bool {
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: max(maxDepth, 1)) { stack in
+            var sp = 0
+            for op in ops {
+                switch op {
+                case .constant(let d): stack[sp] = d; sp += 1
+                case .count(let t, let w, let c):
+                    stack[sp] = Double(a.count(rawType: t, window: w, at: now, channel: c)); sp += 1
+                case .sum(let t, let w, let c):
+                    stack[sp] = Double(a.sum(rawType: t, window: w, at: now, channel: c)); sp += 1
+                case .orders: stack[sp] = Double(a.lifetimeOrders); sp += 1
+                case .spend: stack[sp] = Double(a.lifetimeSpend); sp += 1
+                case .first(let t):
+                    let v = t < 0 ? a.firstSeen : a.first(rawKey: UInt8(t))
+                    stack[sp] = v.map { Double($0) } ?? .nan; sp += 1
+                case .last(let t):
+                    let v = t < 0 ? a.lastSeen : a.last(rawKey: UInt8(t))
+                    stack[sp] = v.map { Double($0) } ?? .nan; sp += 1
+                case .since: stack[sp - 1] = Double(now) - stack[sp - 1]
+                case .toMoney: stack[sp - 1] = (stack[sp - 1] * Double(Money.scale)).rounded()
+                case .distinctChannels: stack[sp] = Double(a.distinctChannels); sp += 1
+                case .ownedShare(let w): stack[sp] = a.ownedShare(window: w, at: now, channels: channels) ?? .nan; sp += 1
+                case .inSegment(let i): stack[sp] = memberships & (1 << UInt64(i)) != 0 ? 1 : 0; sp += 1
+                case .compare(let op):
+                    let y = stack[sp - 1], x = stack[sp - 2]
+                    sp -= 1
+                    let r: Bool
+                    switch op {
+                    case .lt: r = x < y
+                    case .le: r = x <= y
+                    case .gt: r = x > y
+                    case .ge: r = x >= y
+                    case .eq: r = x == y
+                    case .ne: r = x != y && !x.isNaN && !y.isNaN
+                    }
+                    stack[sp - 1] = r ? 1 : 0
+                case .and: stack[sp - 2] = stack[sp - 2] == 1 && stack[sp - 1] == 1 ? 1 : 0; sp -= 1
+                case .or: stack[sp - 2] = stack[sp - 2] == 1 || stack[sp - 1] == 1 ? 1 : 0; sp -= 1
+                case .not: stack[sp - 1] = stack[sp - 1] == 1 ? 0 : 1
+                }
+            }
+            return stack[0] == 1
+        }
+    }
+}
