@@ -22,7 +22,7 @@ final class ConfigLoaderTests: XCTestCase {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("deploy/tidepool.example.yaml")
         var example = try ConfigLoader.load(path: url.path)
-        XCTAssertEqual(example.segments.map(\.name), ["repeat_buyer", "lapsed_visitor", "winback", "big_spender", "platform_heavy"])
+        XCTAssertEqual(example.segments.map(\.name), ["repeat_buyer", "lapsed_visitor", "winback", "big_spender", "platform_heavy", "vip_at_risk", "dormant"])
         example.segments = []
         XCTAssertEqual(example, TidepoolConfig(), "apart from its example segments, the example documents the defaults")
     }
@@ -72,6 +72,11 @@ final class ConfigLoaderTests: XCTestCase {
         expectError("segments:\n  a: in_segment(b)\n  b: in_segment(a)\n", line: 3, column: 17, contains: "cycle")
         expectError("aggregates:\n  windows: [90m]\n", line: 2, column: 13, contains: "whole hours")
         expectError("aggregates:\n  owned_channels: [tmall]\n", line: 2, column: 3, contains: "both owned and platform")
+        expectError("segments:\n  a: rfm() == vip\n", line: 2, column: 15, contains: "unknown RFM class 'vip'")
+        expectError("segments:\n  a: lifecycle() > dormant\n", line: 2, column: 18, contains: "only be compared with == or !=")
+        expectError("models:\n  rfm:\n    lookback: 500d\n", line: 3, column: 15, contains: "longer than the longest window")
+        expectError("models:\n  lifecycle:\n    churned_after: 10d\n", line: 3, column: 20, contains: "longer than dormant_after")
+        XCTAssertEqual(try load("segments:\n  a: rfm() == 重要价值\n").segments.count, 1)
     }
 
     func testErrorsNameLineAndColumn() {

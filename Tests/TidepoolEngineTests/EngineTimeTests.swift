@@ -102,6 +102,8 @@ final class EngineTimeTests: XCTestCase {
             ("recent_spender", "sum(purchase, 7d) >= 300"),
             ("winback", "in_segment(repeat) and in_segment(lapsed)"),
             ("idle_buyer", "orders() >= 1 and not (count(page_view, 30d) > 0)"),
+            ("dormant", "lifecycle() == dormant"),
+            ("top_rfm", "rfm() == 重要价值"),
         ]
         func reference(_ events: [TouchpointEvent], at t: Int64) -> [String] {
             let hour = { (ms: Int64) -> Int64 in ms / AggregateConfig.hourMs }
@@ -120,6 +122,11 @@ final class EngineTimeTests: XCTestCase {
             if spend7 >= Money(major: 300).units { m.append("recent_spender") }
             if rep && lapsed { m.append("winback") }
             if orders >= 1 && !(visits30 > 0) { m.append("idle_buyer") }
+            if let last = events.map(\.timestampMs).max(), t - last > 30 * day, t - last <= 180 * day { m.append("dormant") }
+            let lastPurchase = events.filter { $0.type == .purchase }.map(\.timestampMs).max()
+            let year = events.filter { $0.type == .purchase && dayOf($0.timestampMs) <= dayOf(t) && dayOf($0.timestampMs) > dayOf(t) - 365 }
+            if let lp = lastPurchase, t - lp <= 90 * day, year.count >= 2,
+               year.reduce(Int64(0), { $0 + $1.amount!.units }) >= Money(major: 1000).units { m.append("top_rfm") }
             return m
         }
         for seed in 1...6 {
@@ -162,5 +169,69 @@ final class EngineTimeTests: XCTestCase {
                 }
             }
         }
+    }
+}
+
+final class ModelTests: XCTestCase {
+    let day = AggregateConfig.dayMs
+    let t0: Int64 = 1_790_000_000_000
+    let p0 = PartitionID(topic: "t", partition: 0)
+
+    func engine(_ rules: [(String, String)]) throws -> Engine {
+        let agg = AggregateConfig()
+        let set = try SegmentSet(rules.map { SegmentDefinition(name: $0.0, rule: $0.1) }, aggregates: agg, channels: ChannelTable(agg))
+        return Engine(config: EngineConfig(aggregates: agg, segments: set, latenessMs: 0, firstPurchase: FirstPurchaseRule(enabled: false)))
+    }
+
+    func purchase(_ id: String, _ c: String, _ ts: Int64, _ amount: Int64) -> TouchpointEvent {
+        TouchpointEvent(eventID: id, customerID: c, type: .purchase, channel: "app", timestampMs: ts, amount: Money(major: amount), currency: "CNY")
+    }
+
+    func testRFMClassesCoverAllEightCombinations() {
+        let m = ModelConfig()  // R: 90d, F: 2 orders, M: 1000 over 365d
+        let ch = ChannelTable(AggregateConfig())
+        func rfm(_ purchases: [(Int64, Int64)], at t: Int64) -> RFMClass {
+            var a = CustomerAggregates()
+            for (n, (ts, amount)) in purchases.enumerated() {
+                _ = a.apply(purchase("p\(n)", "c", ts, amount), channel: 1, orderKey: nil, eventKey: UInt64(n + 1),
+                            streamTimeMs: t, config: AggregateConfig(), channels: ch)
+            }
+            return RFMClass.of(a, at: t, m)
+        }
+        let now = t0 + 400 * day
+        let recent = now - 10 * day, old = now - 200 * day
+        XCTAssertEqual(rfm([(recent, 600), (recent, 600)], at: now), .importantValue)
+        XCTAssertEqual(rfm([(old, 600), (old, 600)], at: now), .importantRetain)
+        XCTAssertEqual(rfm([(recent, 1200)], at: now), .importantDevelop)
+        XCTAssertEqual(rfm([(old, 1200)], at: now), .importantWinback)
+        XCTAssertEqual(rfm([(recent, 10), (recent, 10)], at: now), .generalValue)
+        XCTAssertEqual(rfm([(old, 10), (old, 10)], at: now), .generalRetain)
+        XCTAssertEqual(rfm([(recent, 10)], at: now), .generalDevelop)
+        XCTAssertEqual(rfm([], at: now), .generalWinback)
+        XCTAssertEqual(RFMClass.importantValue.chineseName, "重要价值")
+        XCTAssertEqual(RFMClass(name: "一般挽留"), .generalWinback)
+    }
+
+    func testLifecycleMovesOnTimeThroughDormantChurnedRecalledAndActive() throws {
+        let e = try engine(LifecycleStage.allCases.map { ($0.name, "lifecycle() == \($0.name)") })
+        var out: [SegmentTransition] = []
+        let collect: (EngineOutput) -> Void = { if case .transition(let t) = $0, t.entered { out.append(t) } }
+        e.apply(purchase("a", "c", t0, 10), partition: p0, emit: collect)
+        e.advance(p0, to: t0 + 200 * day, emit: collect)
+        // new_for and dormant_after are both 30d: a one-time buyer goes from new straight to dormant.
+        XCTAssertEqual(out.map(\.segment), ["new", "dormant", "churned"])
+        XCTAssertEqual(out.map(\.atMs), [t0, t0 + 30 * day + 1, t0 + 180 * day + 1])
+        out = []
+        e.apply(purchase("b", "c", t0 + 200 * day, 10), partition: p0, emit: collect)
+        e.advance(p0, to: t0 + 300 * day, emit: collect)
+        XCTAssertEqual(out.map(\.segment), ["recalled", "dormant"])
+        XCTAssertEqual(out.map(\.atMs), [t0 + 200 * day, t0 + 230 * day + 1])
+        // A customer who keeps coming back becomes active once the recall period ends.
+        out = []
+        for k in 0..<8 { e.apply(purchase("r\(k)", "d", t0 + 400 * day + Int64(k) * 10 * day, 10), partition: p0, emit: collect) }
+        let d = out.filter { $0.customerID == "d" }
+        XCTAssertEqual(d.map(\.segment), ["new", "active"])
+        XCTAssertEqual(d.last?.atMs, t0 + 430 * day + 1)
+        XCTAssertEqual(out.filter { $0.customerID == "c" }.map(\.segment), ["churned"], "c churned meanwhile, on time")
     }
 }

@@ -40,6 +40,7 @@ public struct ConfigLoader {
             throw yamlError(e)
         }
         let top = try mapping(root, "the configuration")
+        var lookbackNode: Node? = nil, churnNode: Node? = nil
         for (k, v) in top {
             switch k.string ?? "" {
             case "kafka": try parseKafka(v, &config.kafka)
@@ -92,6 +93,39 @@ public struct ConfigLoader {
                 if config.aggregates.ownedChannels.count + config.aggregates.platformChannels.count > 63 {
                     throw error(v, "at most 63 owned and platform channels can be tracked")
                 }
+            case "models":
+                for (k2, v2) in try mapping(v, "models") {
+                    switch k2.string ?? "" {
+                    case "rfm":
+                        for (k3, v3) in try mapping(v2, "models.rfm") {
+                            switch k3.string ?? "" {
+                            case "recency": config.models.recencyMs = try duration(v3)
+                            case "frequency": config.models.frequency = Int64(try int(v3, min: 1, max: 1_000_000))
+                            case "monetary":
+                                guard case .scalar(let sc) = v3, let d = Double(sc.string), d >= 0 else { throw error(v3, "expected an amount such as 1000 or 999.50") }
+                                config.models.monetary = Money(units: Int64((d * Double(Money.scale)).rounded()))
+                            case "lookback":
+                                config.models.lookbackMs = try duration(v3)
+                                if let p = AggregateConfig.problem(windowMs: config.models.lookbackMs) { throw error(v3, p) }
+                                lookbackNode = v3
+                            default: throw unknown(k3, in: "models.rfm", known: ["recency", "frequency", "monetary", "lookback"])
+                            }
+                        }
+                    case "lifecycle":
+                        for (k3, v3) in try mapping(v2, "models.lifecycle") {
+                            switch k3.string ?? "" {
+                            case "new_for": config.models.newForMs = try duration(v3)
+                            case "dormant_after": config.models.dormantAfterMs = try duration(v3)
+                            case "churned_after":
+                                config.models.churnedAfterMs = try duration(v3)
+                                churnNode = v3
+                            case "recalled_for": config.models.recalledForMs = try duration(v3)
+                            default: throw unknown(k3, in: "models.lifecycle", known: ["new_for", "dormant_after", "churned_after", "recalled_for"])
+                            }
+                        }
+                    default: throw unknown(k2, in: "models", known: ["rfm", "lifecycle"])
+                    }
+                }
             case "time":
                 for (k2, v2) in try mapping(v, "time") {
                     switch k2.string ?? "" {
@@ -137,8 +171,16 @@ public struct ConfigLoader {
                 }
             default:
                 throw unknown(k, in: "the top level", known: ["kafka", "decoding", "processing", "first_purchase", "aggregates",
-                                                               "time", "customers", "segments", "shutdown", "log"])
+                                                               "models", "time", "customers", "segments", "shutdown", "log"])
             }
+        }
+        if config.models.lookbackMs > (config.aggregates.windowsMs.max() ?? 0) {
+            throw ConfigError(file: file, line: lookbackNode?.mark?.line ?? 0, column: lookbackNode?.mark?.column ?? 0,
+                              message: "models.rfm.lookback is longer than the longest window in aggregates.windows")
+        }
+        if config.models.churnedAfterMs <= config.models.dormantAfterMs {
+            throw ConfigError(file: file, line: churnNode?.mark?.line ?? 0, column: churnNode?.mark?.column ?? 0,
+                              message: "models.lifecycle.churned_after must be longer than dormant_after")
         }
         // Rules are checked once every section is read (windows and channels come from `aggregates`).
         do {

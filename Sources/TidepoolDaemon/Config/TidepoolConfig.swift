@@ -36,6 +36,7 @@ public struct TidepoolConfig: Equatable, Sendable {
     public var processing = Processing()
     public var firstPurchase = FirstPurchaseRule()
     public var aggregates = AggregateConfig()
+    public var models = ModelConfig()
     /// Segment rules in file order, with where each rule's text starts.
     public var segments: [SegmentDefinition] = []
     /// Allowed lateness: stream time = newest event time - this.
@@ -51,7 +52,7 @@ public struct TidepoolConfig: Equatable, Sendable {
 
     /// The engine configuration. Segments were checked when the file was loaded.
     public func engineConfig() throws -> EngineConfig {
-        let set = try SegmentSet(segments, aggregates: aggregates, channels: ChannelTable(aggregates))
+        let set = try SegmentSet(segments, aggregates: aggregates, channels: ChannelTable(aggregates), models: models)
         return EngineConfig(aggregates: aggregates, segments: set, latenessMs: latenessMs,
                             customerRetentionMs: customerRetentionMs, firstPurchase: firstPurchase)
     }

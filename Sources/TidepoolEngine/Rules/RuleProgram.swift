@@ -19,6 +19,8 @@ struct RuleProgram: Sendable, Equatable {
         case distinctChannels
         case ownedShare(windowMs: Int64)
         case inSegment(Int)
+        case rfm
+        case lifecycle
         case compare(CompareOp)
         case and, or, not
     }
@@ -47,7 +49,7 @@ struct RuleProgram: Sendable, Equatable {
                 case .money(let u): push(.constant(Double(u)), 1)
                 case .duration(let ms), .time(let ms): push(.constant(Double(ms)), 1)
                 case .bool(let b): push(.constant(b ? 1 : 0), 1)
-                case .missing: push(.constant(.nan), 1)
+                case .missing, .text: push(.constant(.nan), 1)
                 }
             case .count(let t, let w, let c): push(.count(type: t.rawValue, windowMs: w, channel: c.map { Int16($0) } ?? -1), 1)
             case .sum(let t, let w, let c): push(.sum(type: t.rawValue, windowMs: w, channel: c.map { Int16($0) } ?? -1), 1)
@@ -59,6 +61,8 @@ struct RuleProgram: Sendable, Equatable {
             case .distinctChannels: push(.distinctChannels, 1)
             case .ownedShare(let w): push(.ownedShare(windowMs: w), 1)
             case .inSegment(let i): push(.inSegment(i), 1)
+            case .rfm: push(.rfm, 1)
+            case .lifecycle: push(.lifecycle, 1)
             case .compare(let op, let a, let b):
                 // A plain number compared with money is a money amount: scale it to units.
                 emit(a)
@@ -76,7 +80,8 @@ struct RuleProgram: Sendable, Equatable {
 
     /// Runs the program for one customer at `now`; `memberships` holds segments evaluated earlier.
     @inline(__always)
-    func run(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64) -> Bool {
+    func run(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64,
+             models: ModelConfig, returnedAtMs: Int64) -> Bool {
         withUnsafeTemporaryAllocation(of: Double.self, capacity: max(maxDepth, 1)) { stack in
             var sp = 0
             for op in ops {
@@ -99,6 +104,10 @@ struct RuleProgram: Sendable, Equatable {
                 case .distinctChannels: stack[sp] = Double(a.distinctChannels); sp += 1
                 case .ownedShare(let w): stack[sp] = a.ownedShare(window: w, at: now, channels: channels) ?? .nan; sp += 1
                 case .inSegment(let i): stack[sp] = memberships & (1 << UInt64(i)) != 0 ? 1 : 0; sp += 1
+                case .rfm: stack[sp] = Double(RFMClass.of(a, at: now, models).rawValue); sp += 1
+                case .lifecycle:
+                    stack[sp] = LifecycleStage.of(a, returnedAtMs: returnedAtMs, at: now, models).map { Double($0.rawValue) } ?? .nan
+                    sp += 1
                 case .compare(let op):
                     let y = stack[sp - 1], x = stack[sp - 2]
                     sp -= 1

@@ -19,8 +19,10 @@ enum RuleTiming {
         }
         var windows: [Window] = []
         var since: [Since] = []
+        /// Set when a rule uses lifecycle(): the stage also changes `recalledForMs` after a return.
+        var recalledForMs: Int64? = nil
 
-        init(_ exprs: [RuleExpr]) {
+        init(_ exprs: [RuleExpr], models m: ModelConfig = ModelConfig()) {
             var w = Set<Window>()
             var s = Set<Since>()
             for e in exprs {
@@ -30,6 +32,13 @@ enum RuleTiming {
                     case .count(let t, let win, let c), .sum(let t, let win, let c):
                         w.insert(Window(windowMs: win, type: Int16(t.rawValue), channel: c.map { Int16($0) } ?? -1))
                     case .ownedShare(let win): w.insert(Window(windowMs: win, type: -1, channel: -1))
+                    case .rfm:
+                        w.insert(Window(windowMs: m.lookbackMs, type: Int16(EventType.purchase.rawValue), channel: -1))
+                        s.insert(Since(last: true, type: Int16(EventType.purchase.rawValue), offsets: [m.recencyMs + 1]))
+                    case .lifecycle:
+                        s.insert(Since(last: true, type: -1, offsets: [m.dormantAfterMs + 1, m.churnedAfterMs + 1]))
+                        s.insert(Since(last: false, type: -1, offsets: [m.newForMs + 1]))
+                        recalledForMs = m.recalledForMs
                     case .since(.first(let t)): s.insert(Since(last: false, type: t.map { Int16($0.rawValue) } ?? -1, offsets: offsets))
                     case .since(.last(let t)): s.insert(Since(last: true, type: t.map { Int16($0.rawValue) } ?? -1, offsets: offsets))
                     case .not(let x), .since(let x): walk(x)
@@ -44,8 +53,9 @@ enum RuleTiming {
         }
 
         /// Earliest instant after `t` at which any of these terms steps.
-        func nextChange(_ a: borrowing CustomerAggregates, after t: Int64) -> Int64 {
+        func nextChange(_ a: borrowing CustomerAggregates, after t: Int64, returnedAtMs: Int64 = .min) -> Int64 {
             var best = Int64.max
+            if let r = recalledForMs, returnedAtMs != .min, returnedAtMs + r + 1 > t { best = returnedAtMs + r + 1 }
             if !windows.isEmpty {
                 for b in a.buckets {
                     let h = Int64(b.hour)
@@ -116,6 +126,10 @@ public enum RuleExplainer {
         var out: [(String, RuleValue)] = []
         func walk(_ e: RuleExpr) {
             switch e {
+            case .compare(_, .rfm, _):
+                out.append(("rfm()", .text(RFMClass.of(c.aggregates, at: c.now, c.models).name)))
+            case .compare(_, .lifecycle, _):
+                out.append(("lifecycle()", LifecycleStage.of(c.aggregates, returnedAtMs: c.returnedAtMs, at: c.now, c.models).map { .text($0.name) } ?? .missing))
             case .compare(_, let a, let b):
                 for side in [a, b] {
                     if case .constant = side { continue }
@@ -148,6 +162,8 @@ public enum RuleExplainer {
         case .distinctChannels: return "distinct_channels()"
         case .ownedShare(let w): return "owned_share(\(DurationText.format(w)))"
         case .inSegment(let i): return "in_segment(\(i < names.count ? names[i] : "#\(i)"))"
+        case .rfm: return "rfm()"
+        case .lifecycle: return "lifecycle()"
         case .compare(let op, let a, let b): return "\(render(a, c)) \(op.rawValue) \(render(b, c))"
         case .and(let a, let b): return "(\(render(a, c)) and \(render(b, c)))"
         case .or(let a, let b): return "(\(render(a, c)) or \(render(b, c)))"

@@ -6,6 +6,8 @@ public enum RuleValue: Sendable, Equatable, CustomStringConvertible {
     case duration(Int64)
     case time(Int64)
     case bool(Bool)
+    /// An RFM class or lifecycle stage.
+    case text(String)
     case missing
 
     public var description: String {
@@ -15,6 +17,7 @@ public enum RuleValue: Sendable, Equatable, CustomStringConvertible {
         case .duration(let ms): return DurationText.format(ms)
         case .time(let ms): return Timestamp.formatRFC3339(ms)
         case .bool(let b): return String(b)
+        case .text(let t): return t
         case .missing: return "none"
         }
     }
@@ -22,6 +25,8 @@ public enum RuleValue: Sendable, Equatable, CustomStringConvertible {
 
 public enum RuleType: String, Sendable, Equatable {
     case number, money, duration, time, bool
+    case rfmClass = "RFM class"
+    case stage = "lifecycle stage"
 }
 
 /// A checked, typed rule expression.
@@ -37,6 +42,8 @@ public indirect enum RuleExpr: Sendable, Equatable {
     case distinctChannels
     case ownedShare(windowMs: Int64)
     case inSegment(Int)
+    case rfm
+    case lifecycle
     case compare(CompareOp, RuleExpr, RuleExpr)
     case and(RuleExpr, RuleExpr)
     case or(RuleExpr, RuleExpr)
@@ -73,6 +80,9 @@ public struct RuleContext {
     public var channels: ChannelTable
     /// Memberships of segments already evaluated (indexed like `SegmentSet.segments`).
     public var memberships: [Bool]
+    public var models: ModelConfig = ModelConfig()
+    /// When the customer last came back from dormant or churned (.min: never).
+    public var returnedAtMs: Int64 = .min
 }
 
 /// The compiled segments of a configuration: checked, ordered so that a segment is evaluated
@@ -92,7 +102,11 @@ public struct SegmentSet: Sendable, Equatable {
     let allTerms: RuleTiming.Terms
     let terms: [RuleTiming.Terms]
 
-    public init(_ definitions: [SegmentDefinition], aggregates config: AggregateConfig, channels: ChannelTable) throws(SegmentError) {
+    public let models: ModelConfig
+
+    public init(_ definitions: [SegmentDefinition], aggregates config: AggregateConfig, channels: ChannelTable,
+                models: ModelConfig = ModelConfig()) throws(SegmentError) {
+        self.models = models
         var index: [String: Int] = [:]
         for (i, d) in definitions.enumerated() {
             guard d.name.utf8.first.map({ $0 >= 0x61 && $0 <= 0x7A }) == true,
@@ -143,7 +157,7 @@ public struct SegmentSet: Sendable, Equatable {
         self.segments = compiled
         self.order = order
         self.programs = compiled.map { RuleProgram($0.expr) }
-        self.allTerms = RuleTiming.Terms(compiled.map(\.expr))
+        self.allTerms = RuleTiming.Terms(compiled.map(\.expr), models: models)
         // A segment that uses others can flip when they do: its terms include theirs.
         self.terms = compiled.indices.map { i in
             var seen: Set<Int> = [i]
@@ -151,15 +165,15 @@ public struct SegmentSet: Sendable, Equatable {
             while let j = todo.popLast() {
                 for (k, _) in deps[j] where seen.insert(k).inserted { todo.append(k) }
             }
-            return RuleTiming.Terms(seen.sorted().map { compiled[$0].expr })
+            return RuleTiming.Terms(seen.sorted().map { compiled[$0].expr }, models: models)
         }
     }
 
     /// Memberships as a bit set (bit i: segment i), evaluated in dependency order.
     @inline(__always)
-    func memberships(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable) -> UInt64 {
+    func memberships(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64 = .min) -> UInt64 {
         var bits: UInt64 = 0
-        for i in order where programs[i].run(a, now: now, channels: channels, memberships: bits) {
+        for i in order where programs[i].run(a, now: now, channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs) {
             bits |= 1 << UInt64(i)
         }
         return bits
@@ -180,7 +194,7 @@ struct RuleChecker {
     var references: [(Int, SourceLocation)] = []
 
     static let functions = ["count", "sum", "orders", "spend", "ltv", "first", "last", "since",
-                            "distinct_channels", "owned_share", "in_segment"]
+                            "distinct_channels", "owned_share", "in_segment", "rfm", "lifecycle"]
 
     mutating func check(_ s: RuleSyntax) throws(RuleError) -> (RuleExpr, RuleType) {
         switch s {
@@ -200,6 +214,10 @@ struct RuleChecker {
             guard tb == .bool else { throw RuleError(b.location, "expected a condition, found a \(tb.rawValue)") }
             if case .and = s { return (.and(ea, eb), .bool) }
             return (.or(ea, eb), .bool)
+        case .compare(let op, .call(let f, let args, let fl), .name(let n, let nl), let l) where f == "rfm" || f == "lifecycle":
+            return try category(op, f, args, fl, n, nl, l)
+        case .compare(let op, .name(let n, let nl), .call(let f, let args, let fl), let l) where f == "rfm" || f == "lifecycle":
+            return try category(op, f, args, fl, n, nl, l)
         case .compare(let op, let a, let b, let l):
             let (ea, ta) = try check(a)
             let (eb, tb) = try check(b)
@@ -222,6 +240,23 @@ struct RuleChecker {
         case .call(let name, let args, let l):
             return try call(name, args, l)
         }
+    }
+
+    /// `rfm() == important_value`, `lifecycle() != churned`: the name must be a class or stage.
+    private func category(_ op: CompareOp, _ f: String, _ args: [RuleSyntax.Argument], _ fl: SourceLocation,
+                          _ n: String, _ nl: SourceLocation, _ l: SourceLocation) throws(RuleError) -> (RuleExpr, RuleType) {
+        guard args.isEmpty else { throw RuleError(fl, "\(f) takes no arguments") }
+        guard op == .eq || op == .ne else { throw RuleError(l, "\(f)() can only be compared with == or !=") }
+        if f == "rfm" {
+            guard let c = RFMClass(name: n) else {
+                throw RuleError(nl, "unknown RFM class '\(n)'; expected one of \(RFMClass.allCases.map { "\($0.name) (\($0.chineseName))" }.joined(separator: ", "))")
+            }
+            return (.compare(op, .rfm, .constant(.number(Double(c.rawValue)))), .bool)
+        }
+        guard let st = LifecycleStage(name: n) else {
+            throw RuleError(nl, "unknown lifecycle stage '\(n)'; expected one of \(LifecycleStage.allCases.map(\.name).joined(separator: ", "))")
+        }
+        return (.compare(op, .lifecycle, .constant(.number(Double(st.rawValue)))), .bool)
     }
 
     private mutating func call(_ name: String, _ args: [RuleSyntax.Argument], _ l: SourceLocation) throws(RuleError) -> (RuleExpr, RuleType) {
@@ -290,6 +325,8 @@ struct RuleChecker {
         case "owned_share":
             try arity(1, "(window)")
             return (.ownedShare(windowMs: try window(positional[0])), .number)
+        case "rfm", "lifecycle":
+            throw RuleError(l, "\(name)() is compared with a name, e.g. \(name == "rfm" ? "rfm() == important_value" : "lifecycle() == dormant")")
         case "in_segment":
             guard args.count == 1, args[0].label == nil, case .name(let seg, let sl) = args[0].value else {
                 throw RuleError(l, "in_segment takes (segment_name)")
@@ -324,6 +361,9 @@ enum RuleEvaluator {
         case .distinctChannels: return .number(Double(c.aggregates.distinctChannels))
         case .ownedShare(let w): return c.aggregates.ownedShare(window: w, at: c.now, channels: c.channels).map { .number($0) } ?? .missing
         case .inSegment(let i): return .bool(c.memberships[i])
+        case .rfm: return .text(RFMClass.of(c.aggregates, at: c.now, c.models).name)
+        case .lifecycle:
+            return LifecycleStage.of(c.aggregates, returnedAtMs: c.returnedAtMs, at: c.now, c.models).map { .text($0.name) } ?? .missing
         case .not(let inner):
             if case .bool(let b) = value(inner, c) { return .bool(!b) }
             return .bool(false)
@@ -333,6 +373,12 @@ enum RuleEvaluator {
         case .or(let a, let b):
             if case .bool(true) = value(a, c) { return .bool(true) }
             return value(b, c) == .bool(true) ? .bool(true) : .bool(false)
+        case .compare(let op, .rfm, .constant(.number(let code))):
+            let v = Double(RFMClass.of(c.aggregates, at: c.now, c.models).rawValue)
+            return .bool(compare(op, .number(v), .number(code)))
+        case .compare(let op, .lifecycle, .constant(.number(let code))):
+            guard let st = LifecycleStage.of(c.aggregates, returnedAtMs: c.returnedAtMs, at: c.now, c.models) else { return .bool(false) }
+            return .bool(compare(op, .number(Double(st.rawValue)), .number(code)))
         case .compare(let op, let a, let b):
             return .bool(compare(op, value(a, c), value(b, c)))
         }

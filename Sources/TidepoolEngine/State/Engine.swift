@@ -91,6 +91,8 @@ public struct CustomerRecord: Sendable {
     var scheduledMs: Int64 = .max
     public var firstPurchaseFired = false
     public var live = true
+    /// When the customer last came back from dormant or churned (.min: never); lifecycle `recalled`.
+    public var returnedAtMs: Int64 = .min
 }
 
 /// Counters of one partition.
@@ -198,6 +200,8 @@ public final class Engine {
             // 4. The event itself.
             let orderKey = (e.type == .purchase || e.type == .refund || e.type == .cancel)
                 ? e.properties?.string(forKey: "order_id").map { StableHash.hash64($0.utf8) } : nil
+            let stageBefore = LifecycleStage.of(ps.customers[slot].aggregates, returnedAtMs: ps.customers[slot].returnedAtMs,
+                                                at: evalAt, config.segments.models)
             let outcome = ps.customers[slot].aggregates.apply(
                 e, channel: channels.index(of: e.channel), orderKey: orderKey, eventKey: StableHash.hash64(e.eventID.utf8),
                 streamTimeMs: max(ps.streamTimeMs, e.timestampMs), config: config.aggregates, channels: channels)
@@ -205,6 +209,7 @@ public final class Engine {
                 ps.stats.duplicates += 1
                 return
             }
+            if stageBefore == .dormant || stageBefore == .churned { ps.customers[slot].returnedAtMs = evalAt }
             ps.stats.applied += 1
             if e.type == .purchase && config.firstPurchase.enabled && !ps.customers[slot].firstPurchaseFired {
                 ps.customers[slot].firstPurchaseFired = true
@@ -252,19 +257,21 @@ public final class Engine {
         if ps.customers[slot].evaluatedAtMs < t { ps.customers[slot].evaluatedAtMs = t }
         var next: Int64 = .max
         if !segs.segments.isEmpty {
-            let bits = segs.memberships(ps.customers[slot].aggregates, now: t, channels: channels)
-            next = segs.allTerms.nextChange(ps.customers[slot].aggregates, after: t)
+            let returned = ps.customers[slot].returnedAtMs
+            let bits = segs.memberships(ps.customers[slot].aggregates, now: t, channels: channels, returnedAtMs: returned)
+            next = segs.allTerms.nextChange(ps.customers[slot].aggregates, after: t, returnedAtMs: returned)
             let changed = bits ^ ps.customers[slot].memberships
             if changed != 0 {
                 // Rare path: explain each change.
                 let a = ps.customers[slot].aggregates
                 let flags = segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 }
-                let ctx = RuleContext(aggregates: a, now: t, channels: channels, memberships: flags)
+                let ctx = RuleContext(aggregates: a, now: t, channels: channels, memberships: flags,
+                                      models: segs.models, returnedAtMs: returned)
                 if ps.stats.segmentSizes.count != flags.count { ps.stats.segmentSizes = Array(repeating: 0, count: flags.count) }
                 for i in flags.indices where changed & (1 << UInt64(i)) != 0 {
                     ps.stats.transitions += 1
                     ps.stats.segmentSizes[i] += flags[i] ? 1 : -1
-                    let flip = segs.terms[i].nextChange(a, after: t)
+                    let flip = segs.terms[i].nextChange(a, after: t, returnedAtMs: returned)
                     emit(.transition(SegmentTransition(
                         customerID: ps.ids[slot], segment: segs.segments[i].name, entered: flags[i], atMs: t,
                         ruleVersion: ruleVersions[i], values: RuleExplainer.values(segs.segments[i].expr, ctx, names: segmentNames),
