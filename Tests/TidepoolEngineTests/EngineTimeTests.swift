@@ -235,3 +235,32 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(out.filter { $0.customerID == "c" }.map(\.segment), ["churned"], "c churned meanwhile, on time")
     }
 }
+
+final class CustomerViewTests: XCTestCase {
+    func testViewShowsAggregatesMembershipsAndWhy() throws {
+        let agg = AggregateConfig()
+        let set = try SegmentSet([SegmentDefinition(name: "repeat", rule: "count(purchase, 90d) >= 2"),
+                                  SegmentDefinition(name: "lapsed", rule: "since(last(page_view)) > 14d")],
+                                 aggregates: agg, channels: ChannelTable(agg))
+        let e = Engine(config: EngineConfig(aggregates: agg, segments: set, latenessMs: 0, firstPurchase: FirstPurchaseRule(enabled: false)))
+        let t0: Int64 = 1_790_000_000_000
+        let p = PartitionID(topic: "t", partition: 3)
+        for (n, ts) in [t0, t0 + 86_400_000].enumerated() {
+            e.apply(TouchpointEvent(eventID: "p\(n)", customerID: "c", type: .purchase, channel: "tmall", timestampMs: ts,
+                                    amount: Money(major: 99), currency: "CNY"), partition: p) { _ in }
+        }
+        let v = try XCTUnwrap(e.view("c"))
+        XCTAssertEqual(v.partition, p)
+        XCTAssertEqual(v.lifetimeOrders, 2)
+        XCTAssertEqual(v.lifetimeSpend, Money(major: 198))
+        XCTAssertEqual(v.rfm, .generalValue)
+        XCTAssertEqual(v.lifecycle, .new)
+        XCTAssertTrue(v.windows.contains { $0.0 == "count(purchase, 30d)" && $0.1 == "2" })
+        XCTAssertTrue(v.windows.contains { $0.0 == "sum(purchase, 7d)" && $0.1 == "198.00" })
+        XCTAssertEqual(v.memberships.map(\.member), [true, false])
+        XCTAssertEqual(v.memberships[0].values, ["count(purchase, 90d) = 2"])
+        XCTAssertEqual(v.memberships[1].values, ["since(last(page_view)) = none"], "never visited: the value is missing")
+        XCTAssertNotNil(v.memberships[0].nextFlipMs)
+        XCTAssertNil(e.view("nobody"))
+    }
+}

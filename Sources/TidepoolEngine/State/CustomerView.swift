@@ -1,0 +1,79 @@
+/// Everything the engine knows about one customer at one instant, with the reasons for each
+/// membership: the answer to "who is this customer and why are they in this segment".
+public struct CustomerView: Sendable, Equatable {
+    public struct Membership: Sendable, Equatable {
+        public var segment: String
+        public var member: Bool
+        public var ruleVersion: String
+        public var rule: String
+        /// The values each comparison of the rule saw.
+        public var values: [String]
+        public var nextFlipMs: Int64?
+    }
+
+    public var customerID: String
+    public var partition: PartitionID
+    public var atMs: Int64
+    public var lifetimeEvents: Int64
+    public var lifetimeOrders: Int64
+    public var lifetimeSpend: Money
+    public var firstSeenMs: Int64?
+    public var lastSeenMs: Int64?
+    public var distinctChannels: Int
+    public var lifetimeOwnedShare: Double?
+    public var rfm: RFMClass
+    public var lifecycle: LifecycleStage?
+    /// Windowed counts and sums: "count(purchase, 30d)" -> value, for every configured window and
+    /// every event type the customer has in its buckets.
+    public var windows: [(String, String)]
+    public var memberships: [Membership]
+
+    public static func == (a: CustomerView, b: CustomerView) -> Bool {
+        a.customerID == b.customerID && a.atMs == b.atMs && a.memberships == b.memberships
+            && a.windows.map(\.0) == b.windows.map(\.0) && a.windows.map(\.1) == b.windows.map(\.1)
+    }
+}
+
+extension Engine {
+    /// The view of a customer at the partition's current evaluation time (nil when not in memory).
+    public func view(_ id: String) -> CustomerView? {
+        for (pid, ps) in partitions {
+            guard let slot = ps.index[id] else { continue }
+            let r = ps.customers[Int(slot)]
+            let a = r.aggregates
+            let t = max(r.evaluatedAtMs, ps.streamTimeMs)
+            let segs = config.segments
+            let bits = segs.memberships(a, now: t, channels: channels, returnedAtMs: r.returnedAtMs)
+            let flags = segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 }
+            let ctx = RuleContext(aggregates: a, now: t, channels: channels, memberships: flags,
+                                  models: segs.models, returnedAtMs: r.returnedAtMs)
+            let names = segs.segments.map(\.name)
+            let memberships = segs.segments.indices.map { i -> CustomerView.Membership in
+                let flip = segs.terms[i].nextChange(a, after: t, returnedAtMs: r.returnedAtMs)
+                return CustomerView.Membership(
+                    segment: segs.segments[i].name, member: flags[i],
+                    ruleVersion: String(StableHash.hex128([segs.segments[i].rule]).prefix(12)), rule: segs.segments[i].rule,
+                    values: RuleExplainer.values(segs.segments[i].expr, ctx, names: names).map { "\($0.0) = \($0.1)" },
+                    nextFlipMs: flip == .max ? nil : flip)
+            }
+            var windows: [(String, String)] = []
+            let types = Set(a.buckets.map(\.type)).sorted().compactMap { EventType(rawValue: $0) }
+            for type in types {
+                for w in config.aggregates.windowsMs {
+                    windows.append(("count(\(type.name), \(DurationText.format(w)))", String(a.count(type, window: w, at: t))))
+                    if type == .purchase || type == .refund {
+                        windows.append(("sum(\(type.name), \(DurationText.format(w)))", a.sum(type, window: w, at: t).description))
+                    }
+                }
+            }
+            return CustomerView(
+                customerID: id, partition: pid, atMs: t, lifetimeEvents: a.lifetimeEvents, lifetimeOrders: a.lifetimeOrders,
+                lifetimeSpend: Money(units: a.lifetimeSpend), firstSeenMs: a.firstSeen, lastSeenMs: a.lastSeen,
+                distinctChannels: a.distinctChannels, lifetimeOwnedShare: a.lifetimeOwnedShare,
+                rfm: RFMClass.of(a, at: t, segs.models),
+                lifecycle: LifecycleStage.of(a, returnedAtMs: r.returnedAtMs, at: t, segs.models),
+                windows: windows, memberships: memberships)
+        }
+        return nil
+    }
+}
