@@ -122,21 +122,20 @@ enum RuleTiming {
 
 /// Explains a decision: every comparison of the rule, its left side as written and its value.
 public enum RuleExplainer {
-    static func values(_ e: RuleExpr, _ c: RuleContext, names: [String]) -> [(String, RuleValue)] {
-        var out: [(String, RuleValue)] = []
+    /// The parts of a rule an explanation shows: each comparison's non-constant sides and each
+    /// segment reference, with their text rendered once when the rule is loaded.
+    static func parts(_ e: RuleExpr, names: [String]) -> [(String, RuleExpr)] {
+        var out: [(String, RuleExpr)] = []
         func walk(_ e: RuleExpr) {
             switch e {
-            case .compare(_, .rfm, _):
-                out.append(("rfm()", .text(RFMClass.of(c.aggregates, at: c.now, c.models).name)))
-            case .compare(_, .lifecycle, _):
-                out.append(("lifecycle()", LifecycleStage.of(c.aggregates, returnedAtMs: c.returnedAtMs, at: c.now, c.models).map { .text($0.name) } ?? .missing))
+            case .compare(_, .rfm, _): out.append(("rfm()", .rfm))
+            case .compare(_, .lifecycle, _): out.append(("lifecycle()", .lifecycle))
             case .compare(_, let a, let b):
                 for side in [a, b] {
                     if case .constant = side { continue }
-                    out.append((render(side, c, names), RuleEvaluator.value(side, c)))
+                    out.append((render(side, nil, names), side))
                 }
-            case .inSegment:
-                out.append((render(e, c, names), RuleEvaluator.value(e, c)))
+            case .inSegment: out.append((render(e, nil, names), e))
             case .not(let x): walk(x)
             case .and(let x, let y), .or(let x, let y): walk(x); walk(y)
             default: break
@@ -144,6 +143,14 @@ public enum RuleExplainer {
         }
         walk(e)
         return out
+    }
+
+    static func values(_ parts: [(String, RuleExpr)], _ c: RuleContext) -> [(String, RuleValue)] {
+        parts.map { ($0.0, RuleEvaluator.value($0.1, c)) }
+    }
+
+    static func values(_ e: RuleExpr, _ c: RuleContext, names: [String]) -> [(String, RuleValue)] {
+        values(parts(e, names: names), c)
     }
 
     /// Rule text of an expression (canonical form).

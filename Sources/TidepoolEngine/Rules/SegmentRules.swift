@@ -101,6 +101,12 @@ public struct SegmentSet: Sendable, Equatable {
     /// Time-dependent terms of all rules together, and of each rule alone.
     let allTerms: RuleTiming.Terms
     let terms: [RuleTiming.Terms]
+    /// What an explanation of each segment shows, rendered once.
+    let explanationParts: [[(String, RuleExpr)]]
+
+    public static func == (a: SegmentSet, b: SegmentSet) -> Bool {
+        a.segments == b.segments && a.order == b.order && a.models == b.models
+    }
 
     public let models: ModelConfig
 
@@ -157,6 +163,8 @@ public struct SegmentSet: Sendable, Equatable {
         self.segments = compiled
         self.order = order
         self.programs = compiled.map { RuleProgram($0.expr) }
+        let names = compiled.map(\.name)
+        self.explanationParts = compiled.map { RuleExplainer.parts($0.expr, names: names) }
         self.allTerms = RuleTiming.Terms(compiled.map(\.expr), models: models)
         // A segment that uses others can flip when they do: its terms include theirs.
         self.terms = compiled.indices.map { i in

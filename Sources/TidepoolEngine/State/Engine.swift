@@ -274,7 +274,7 @@ public final class Engine {
                     let flip = segs.terms[i].nextChange(a, after: t, returnedAtMs: returned)
                     emit(.transition(SegmentTransition(
                         customerID: ps.ids[slot], segment: segs.segments[i].name, entered: flags[i], atMs: t,
-                        ruleVersion: ruleVersions[i], values: RuleExplainer.values(segs.segments[i].expr, ctx, names: segmentNames),
+                        ruleVersion: ruleVersions[i], values: RuleExplainer.values(segs.explanationParts[i], ctx),
                         nextFlipMs: flip == .max ? nil : flip, causeEventID: cause)))
                 }
                 ps.customers[slot].memberships = bits
