@@ -171,6 +171,28 @@ while tAdvance < baseTime + 120 * 86_400_000 {
 let timerSeconds = Double(nowNs() - t0t) / 1e9
 for p in enginePartitions { fired += bigEngine.stats(p)?.timersFired ?? 0 }
 line("timers fired (evaluate + reschedule)", Double(fired) / timerSeconds, "timers/s", "\(fired) timers over 60 days of stream time, \(pendingTimers) customers")
+
+// 5. Memory of a "typical" heavy customer: 50 events spread over the longest window (365d),
+//    purchases with order ids, several channels, all ten segments evaluated.
+do {
+    let heavyCustomers = 20_000
+    let perCustomer = 50
+    let heavyBefore = allocatedBytes()
+    let heavy = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false)))
+    var hr = SplitMixBench(state: 11)
+    for k in 0..<(heavyCustomers * perCustomer) {
+        let c = k % heavyCustomers
+        let t = typesMix[Int(hr.next() % UInt64(typesMix.count))]
+        let ts = baseTime + Int64(k / heavyCustomers) * (365 * 86_400_000 / Int64(perCustomer))
+        let e = TouchpointEvent(eventID: "h\(k)", customerID: "c\(c)", type: t, channel: channelMix[Int(hr.next() % 6)], timestampMs: ts,
+                                amount: t == .purchase ? Money(major: 100) : nil, currency: t == .purchase ? "CNY" : nil,
+                                properties: t == .purchase ? RawJSONObject(validated: Array(#"{"order_id":"o\#(k)"}"#.utf8)) : nil)
+        heavy.apply(e, partition: enginePartitions[c & 7]) { _ in }
+    }
+    let heavyAfter = allocatedBytes()
+    line("memory per customer, 50 events in 365d", Double(heavyAfter - heavyBefore) / Double(heavy.customerCount), "bytes",
+         "\(heavy.customerCount) customers x \(perCustomer) events")
+}
 if sink == 42 { print("") }
 
 struct SplitMixBench {
