@@ -41,14 +41,12 @@ public enum RFMClass: Int, CaseIterable, Sendable {
     case generalValue = 6      // 一般价值: R high, F high, M low
     case importantValue = 7    // 重要价值: R high, F high, M high
 
-    public var name: String {
-        ["general_winback", "important_winback", "general_retain", "important_retain",
-         "general_develop", "important_develop", "general_value", "important_value"][rawValue]
-    }
+    private static let names = ["general_winback", "important_winback", "general_retain", "important_retain",
+                                "general_develop", "important_develop", "general_value", "important_value"]
+    private static let chineseNames = ["一般挽留", "重要挽留", "一般保持", "重要保持", "一般发展", "重要发展", "一般价值", "重要价值"]
 
-    public var chineseName: String {
-        ["一般挽留", "重要挽留", "一般保持", "重要保持", "一般发展", "重要发展", "一般价值", "重要价值"][rawValue]
-    }
+    public var name: String { RFMClass.names[rawValue] }
+    public var chineseName: String { RFMClass.chineseNames[rawValue] }
 
     public init?(name: String) {
         guard let c = RFMClass.allCases.first(where: { $0.name == name || $0.chineseName == name }) else { return nil }
@@ -70,7 +68,8 @@ public enum RFMClass: Int, CaseIterable, Sendable {
 public enum LifecycleStage: Int, CaseIterable, Sendable {
     case new = 0, active, dormant, churned, recalled
 
-    public var name: String { ["new", "active", "dormant", "churned", "recalled"][rawValue] }
+    private static let names = ["new", "active", "dormant", "churned", "recalled"]
+    public var name: String { LifecycleStage.names[rawValue] }
 
     public init?(name: String) {
         guard let s = LifecycleStage.allCases.first(where: { $0.name == name }) else { return nil }

@@ -241,8 +241,7 @@ public final class Engine {
                 continue
             }
             ps.stats.timersFired += 1
-            let r = ps.customers[slot]
-            if let last = r.aggregates.lastSeen, last + config.customerRetentionMs <= top.due {
+            if let last = ps.customers[slot].aggregates.lastSeen, last + config.customerRetentionMs <= top.due {
                 evict(&ps, slot: slot)
                 continue
             }
