@@ -20,6 +20,12 @@ let package = Package(
             pkgConfig: "rdkafka",
             providers: [.apt(["librdkafka-dev"])]
         ),
+        // C view of the system SQLite (Debian: libsqlite3-dev).
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
         // Pure engine: events, decoding, per-partition customer state, trigger rules.
         // No I/O, no clock: every call takes the time it should use.
         .target(
@@ -30,6 +36,11 @@ let package = Package(
         .target(
             name: "TidepoolKafka",
             dependencies: ["CRdKafka"]
+        ),
+        // Checkpoints of engine state in SQLite (plain C API, prepared statements, WAL).
+        .target(
+            name: "TidepoolStore",
+            dependencies: ["CSQLite", "TidepoolEngine"]
         ),
         // Daemon wiring: configuration, the processing pipeline, lifecycle, the demo.
         .target(
@@ -50,10 +61,11 @@ let package = Package(
         ),
         .executableTarget(
             name: "tidepool-bench",
-            dependencies: ["TidepoolEngine"],
+            dependencies: ["TidepoolEngine", "TidepoolStore"],
             path: "Benchmarks/tidepool-bench"
         ),
         .testTarget(name: "TidepoolEngineTests", dependencies: ["TidepoolEngine"]),
+        .testTarget(name: "TidepoolStoreTests", dependencies: ["TidepoolStore", "TidepoolEngine"]),
         .testTarget(name: "TidepoolDaemonTests", dependencies: ["TidepoolDaemon", "TidepoolKafka", "TidepoolEngine"]),
     ],
     swiftLanguageModes: [.v5]

@@ -30,21 +30,21 @@ public struct FirstLast: Sendable, Equatable {
 /// Rolling and lifetime aggregates of one customer. Sparse by design: only buckets, types and
 /// channels that occurred take memory. Every aggregate is mergeable (`merge`).
 public struct CustomerAggregates: Sendable, Equatable {
-    public private(set) var buckets: [ActivityBucket] = []
-    public private(set) var orders: [OrderRecord] = []
-    public private(set) var firstLast: [FirstLast] = []
+    public internal(set) var buckets: [ActivityBucket] = []
+    public internal(set) var orders: [OrderRecord] = []
+    public internal(set) var firstLast: [FirstLast] = []
     /// Hashes of recent event ids with their event time, newest last (duplicate detection).
-    public private(set) var recentIDs: [(UInt64, Int64)] = []
+    public internal(set) var recentIDs: [(UInt64, Int64)] = []
     /// Lifetime: events applied, net orders, net spend (LTV).
-    public private(set) var lifetimeEvents: Int64 = 0
-    public private(set) var lifetimeOrders: Int64 = 0
-    public private(set) var lifetimeSpend: Int64 = 0
-    public private(set) var ownedEvents: Int64 = 0
-    public private(set) var platformEvents: Int64 = 0
+    public internal(set) var lifetimeEvents: Int64 = 0
+    public internal(set) var lifetimeOrders: Int64 = 0
+    public internal(set) var lifetimeSpend: Int64 = 0
+    public internal(set) var ownedEvents: Int64 = 0
+    public internal(set) var platformEvents: Int64 = 0
     /// Bit i set when channel i of the ChannelTable was used.
-    public private(set) var channelsUsed: UInt64 = 0
+    public internal(set) var channelsUsed: UInt64 = 0
     /// Buckets below this hour are daily (stored at their day's first hour).
-    public private(set) var dailyBelow: UInt32 = 0
+    public internal(set) var dailyBelow: UInt32 = 0
 
     public init() {}
 

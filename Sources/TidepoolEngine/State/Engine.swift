@@ -93,6 +93,11 @@ public struct CustomerRecord: Sendable {
     public var live = true
     /// When the customer last came back from dormant or churned (.min: never); lifecycle `recalled`.
     public var returnedAtMs: Int64 = .min
+    /// Changed since the last checkpoint (listed in `PartitionState.dirty`).
+    var dirty = false
+    /// Stable hash of the customer id: orders timers due at the same instant the same way in
+    /// every run, whatever slot the customer occupies (a restored engine fills slots differently).
+    var idHash: UInt64 = 0
 }
 
 /// Counters of one partition.
@@ -106,6 +111,7 @@ public struct PartitionStats: Sendable, Equatable {
     public var evicted: Int64 = 0
     /// Members per segment (indexed like the SegmentSet).
     public var segmentSizes: [Int] = []
+    public init() {}
 }
 
 /// The state of one partition: its customers, stream time and timers.
@@ -119,6 +125,9 @@ public struct PartitionState: Sendable {
     public internal(set) var streamTimeMs: Int64 = .min
     var timers = TimerHeap()
     public internal(set) var stats = PartitionStats()
+    /// Slots changed since the last checkpoint, and customers evicted since then.
+    var dirty: [Int32] = []
+    var removed: [String] = []
     public init() {}
 
     public var customerCount: Int { index.count }
@@ -130,7 +139,7 @@ public struct PartitionState: Sendable {
 public final class Engine {
     public let config: EngineConfig
     public let channels: ChannelTable
-    public private(set) var partitions: [PartitionID: PartitionState] = [:]
+    public internal(set) var partitions: [PartitionID: PartitionState] = [:]
     private let ruleVersions: [String]
     private let segmentNames: [String]
 
@@ -253,6 +262,10 @@ public final class Engine {
 
     private func evaluate(_ ps: inout PartitionState, slot: Int, at t: Int64, cause: String?, emit: (EngineOutput) -> Void) {
         let segs = config.segments
+        if !ps.customers[slot].dirty {
+            ps.customers[slot].dirty = true
+            ps.dirty.append(Int32(slot))
+        }
         if ps.customers[slot].evaluatedAtMs < t { ps.customers[slot].evaluatedAtMs = t }
         var next: Int64 = .max
         if !segs.segments.isEmpty {
@@ -284,9 +297,9 @@ public final class Engine {
         if next < ps.customers[slot].scheduledMs { schedule(&ps, slot: slot, next) }
     }
 
-    private func schedule(_ ps: inout PartitionState, slot: Int, _ due: Int64) {
+    func schedule(_ ps: inout PartitionState, slot: Int, _ due: Int64) {
         ps.customers[slot].scheduledMs = due
-        ps.timers.push(TimerHeap.Entry(due: due, slot: Int32(slot)))
+        ps.timers.push(TimerHeap.Entry(due: due, key: ps.customers[slot].idHash, slot: Int32(slot)))
     }
 
     // MARK: - Customers
@@ -294,13 +307,15 @@ public final class Engine {
     private func slot(for id: String, in ps: inout PartitionState) -> Int {
         if let s = ps.index[id] { return Int(s) }
         let s: Int
+        var record = CustomerRecord()
+        record.idHash = StableHash.hash64(id.utf8)
         if let f = ps.free.popLast() {
             s = Int(f)
-            ps.customers[s] = CustomerRecord()
+            ps.customers[s] = record
             ps.ids[s] = id
         } else {
             s = ps.customers.count
-            ps.customers.append(CustomerRecord())
+            ps.customers.append(record)
             ps.ids.append(id)
         }
         ps.index[id] = Int32(s)
@@ -308,6 +323,7 @@ public final class Engine {
     }
 
     private func evict(_ ps: inout PartitionState, slot: Int) {
+        ps.removed.append(ps.ids[slot])
         // An evicted customer leaves memory and with it every segment; sizes follow.
         let m = ps.customers[slot].memberships
         for i in ps.stats.segmentSizes.indices where m & (1 << UInt64(i)) != 0 { ps.stats.segmentSizes[i] -= 1 }
@@ -344,7 +360,9 @@ public final class Engine {
 struct TimerHeap: Sendable {
     struct Entry: Sendable {
         var due: Int64
+        var key: UInt64
         var slot: Int32
+        @inline(__always) func before(_ o: Entry) -> Bool { due < o.due || (due == o.due && key < o.key) }
     }
     private(set) var items: [Entry] = []
     var count: Int { items.count }
@@ -355,7 +373,7 @@ struct TimerHeap: Sendable {
         var i = items.count - 1
         while i > 0 {
             let parent = (i - 1) / 2
-            if items[parent].due <= items[i].due { break }
+            if !items[i].before(items[parent]) { break }
             items.swapAt(parent, i)
             i = parent
         }
@@ -371,8 +389,8 @@ struct TimerHeap: Sendable {
             while true {
                 let l = 2 * i + 1, r = l + 1
                 var m = i
-                if l < items.count && items[l].due < items[m].due { m = l }
-                if r < items.count && items[r].due < items[m].due { m = r }
+                if l < items.count && items[l].before(items[m]) { m = l }
+                if r < items.count && items[r].before(items[m]) { m = r }
                 if m == i { break }
                 items.swapAt(i, m)
                 i = m

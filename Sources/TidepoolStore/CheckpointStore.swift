@@ -1,0 +1,129 @@
+import CSQLite
+import TidepoolEngine
+
+/// A problem with the checkpoint file itself, reported at start with a clear message.
+public struct CheckpointError: Error, CustomStringConvertible, Equatable {
+    public var message: String
+    public var description: String { message }
+}
+
+/// The partition rows of a checkpoint: where each partition's state stands.
+public struct PartitionCheckpoint: Sendable, Equatable {
+    public var partition: PartitionID
+    /// The next input offset to process: the state reflects every record before it.
+    public var nextOffset: Int64
+    public var maxEventTimeMs: Int64
+    public var streamTimeMs: Int64
+}
+
+/// Engine state in SQLite: one row per customer (WITHOUT ROWID, encoded state), one row per
+/// partition with the input offset the state reflects, and the format and configuration versions.
+/// A checkpoint is one transaction: customers, evictions and offsets commit together or not at all.
+/// WAL journal with synchronous=NORMAL: a crash loses at most the checkpoint being written, never
+/// a committed one.
+public final class CheckpointStore {
+    public static let formatVersion = "1"
+    let conn: SQLiteConnection
+    public let path: String
+    private let upsertCustomer: SQLiteConnection.Statement
+    private let deleteCustomer: SQLiteConnection.Statement
+    private let upsertPartition: SQLiteConnection.Statement
+
+    /// Opens (or creates) the checkpoint at `path`. A file that fails SQLite's integrity check,
+    /// or was written by another format version, is refused with the reason.
+    public init(path: String, configVersion: String) throws {
+        self.path = path
+        conn = try SQLiteConnection(path: path)
+        do {
+            try conn.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            let check = try conn.scalarText("PRAGMA quick_check") ?? "no answer"
+            guard check == "ok" else { throw CheckpointError(message: "\(path): integrity check failed: \(check)") }
+            try conn.exec("""
+                CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS partitions(topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                    next_offset INTEGER NOT NULL, max_event_time INTEGER NOT NULL, stream_time INTEGER NOT NULL,
+                    PRIMARY KEY(topic, partition)) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS customers(topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                    customer_id TEXT NOT NULL, state BLOB NOT NULL,
+                    PRIMARY KEY(topic, partition, customer_id)) WITHOUT ROWID;
+                """)
+        } catch let e as SQLiteError {
+            throw CheckpointError(message: "\(path): not a usable checkpoint: \(e.message)")
+        }
+        let format = try conn.scalarText("SELECT value FROM meta WHERE key = 'format_version'")
+        if let format, format != CheckpointStore.formatVersion {
+            throw CheckpointError(message: "\(path): checkpoint format \(format), this build reads format \(CheckpointStore.formatVersion)")
+        }
+        try conn.exec("INSERT OR REPLACE INTO meta(key, value) VALUES('format_version', '\(CheckpointStore.formatVersion)')")
+        let stored = try conn.scalarText("SELECT value FROM meta WHERE key = 'config_version'")
+        storedConfigVersion = stored
+        let set = try conn.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES('config_version', ?)")
+        set.bind(1, configVersion)
+        try set.run()
+        upsertCustomer = try conn.prepare("INSERT OR REPLACE INTO customers(topic, partition, customer_id, state) VALUES(?, ?, ?, ?)")
+        deleteCustomer = try conn.prepare("DELETE FROM customers WHERE topic = ? AND partition = ? AND customer_id = ?")
+        upsertPartition = try conn.prepare(
+            "INSERT OR REPLACE INTO partitions(topic, partition, next_offset, max_event_time, stream_time) VALUES(?, ?, ?, ?, ?)")
+    }
+
+    /// The configuration version the file was last written with (nil for a new file).
+    public let storedConfigVersion: String?
+
+    /// Writes one checkpoint: every snapshot with the offset it reflects, in one transaction.
+    public func write(_ snapshots: [(PartitionSnapshot, nextOffset: Int64)]) throws {
+        try conn.exec("BEGIN IMMEDIATE")
+        do {
+            for (s, next) in snapshots {
+                let topic = s.partition.topic, part = Int64(s.partition.partition)
+                // Evictions first: a customer evicted and seen again since is in both lists.
+                for id in s.removed {
+                    deleteCustomer.bind(1, topic); deleteCustomer.bind(2, part); deleteCustomer.bind(3, id)
+                    try deleteCustomer.run()
+                }
+                for (id, blob) in s.upserts {
+                    upsertCustomer.bind(1, topic); upsertCustomer.bind(2, part); upsertCustomer.bind(3, id); upsertCustomer.bind(4, blob)
+                    try upsertCustomer.run()
+                }
+                upsertPartition.bind(1, topic); upsertPartition.bind(2, part); upsertPartition.bind(3, next)
+                upsertPartition.bind(4, s.maxEventTimeMs); upsertPartition.bind(5, s.streamTimeMs)
+                try upsertPartition.run()
+            }
+            try conn.exec("COMMIT")
+        } catch {
+            try? conn.exec("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Where a partition's checkpoint stands, or nil when it has none.
+    public func partition(_ p: PartitionID) throws -> PartitionCheckpoint? {
+        let s = try conn.prepare("SELECT next_offset, max_event_time, stream_time FROM partitions WHERE topic = ? AND partition = ?")
+        s.bind(1, p.topic)
+        s.bind(2, Int64(p.partition))
+        guard try s.step() else { return nil }
+        return PartitionCheckpoint(partition: p, nextOffset: s.int64(0), maxEventTimeMs: s.int64(1), streamTimeMs: s.int64(2))
+    }
+
+    /// Every customer of a partition: id and encoded state.
+    public func customers(_ p: PartitionID) throws -> [(String, [UInt8])] {
+        let s = try conn.prepare("SELECT customer_id, state FROM customers WHERE topic = ? AND partition = ?")
+        s.bind(1, p.topic)
+        s.bind(2, Int64(p.partition))
+        var out: [(String, [UInt8])] = []
+        while try s.step() { out.append((s.text(0), s.blob(1))) }
+        return out
+    }
+
+    /// Loads a partition into `engine`; returns the offset to resume from (nil: no checkpoint).
+    public func restore(_ p: PartitionID, into engine: Engine) throws -> Int64? {
+        guard let cp = try partition(p) else { return nil }
+        let rows = try customers(p)
+        do {
+            try engine.restore(p, maxEventTimeMs: cp.maxEventTimeMs, streamTimeMs: cp.streamTimeMs,
+                               stats: PartitionStats(), customers: rows)
+        } catch {
+            throw CheckpointError(message: "\(path): customer state of \(p) cannot be read: \(error)")
+        }
+        return cp.nextOffset
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+import TidepoolEngine
+@testable import TidepoolStore
+import XCTest
+
+final class CheckpointStoreTests: XCTestCase {
+    let day = AggregateConfig.dayMs
+    let t0: Int64 = 1_790_000_000_000
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("tidepool-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func makeEngine() throws -> Engine {
+        let agg = AggregateConfig()
+        let set = try SegmentSet(ExampleSegments.definitions, aggregates: agg, channels: ChannelTable(agg))
+        return Engine(config: EngineConfig(aggregates: agg, segments: set, latenessMs: 60_000,
+                                           customerRetentionMs: 20 * day))
+    }
+
+    /// A stream with purchases (order ids), refunds, duplicates and idle customers who get evicted.
+    func stream(_ n: Int) -> [(PartitionID, TouchpointEvent)] {
+        var out: [(PartitionID, TouchpointEvent)] = []
+        var state: UInt64 = 5
+        func next(_ m: Int) -> Int {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            return Int(StableHash.mix(state) % UInt64(m))
+        }
+        let types: [EventType] = [.pageView, .pageView, .purchase, .refund, .addToCart, .messageOpen]
+        let channels = ["app", "wecom", "tmall", "jd", "website"]
+        for k in 0..<n {
+            let c = next(60)
+            let type = types[next(types.count)]
+            let ts = t0 + Int64(k) * 3_600_000 * 3 - Int64(next(2) * 1_800_000)
+            let props = type == .purchase || type == .refund ? RawJSONObject(validated: Array(#"{"order_id":"o\#(next(40))"}"#.utf8)) : nil
+            let id = next(15) == 0 && k > 0 ? "e\(k - 1)" : "e\(k)"
+            let e = TouchpointEvent(eventID: id, customerID: "c\(c)", type: type, channel: channels[next(channels.count)],
+                                    timestampMs: ts, amount: props == nil ? nil : Money(major: Int64(10 + next(300))),
+                                    currency: props == nil ? nil : "CNY", properties: props)
+            out.append((PartitionID(topic: "touchpoints", partition: Int32(c % 3)), e))
+        }
+        return out
+    }
+
+    func encodedStates(_ e: Engine) -> [String: [UInt8]] {
+        var out: [String: [UInt8]] = [:]
+        for (_, ps) in e.partitions {
+            for (id, slot) in ps.index {
+                out[id] = CustomerRecordCodec.encode(ps.customers[Int(slot)])
+            }
+        }
+        return out
+    }
+
+    func testRestoredEngineContinuesExactlyLikeAnUninterruptedOne() throws {
+        let events = stream(3000)
+        let uninterrupted = try makeEngine()
+        var expected: [EngineOutput] = []
+        for (p, e) in events { uninterrupted.apply(e, partition: p) { expected.append($0) } }
+        // Then time passes with no events: dormancy, window exits and evictions fire on timers alone.
+        let partitions = (0..<3).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
+        let later = events.last!.1.timestampMs + 60 * day
+        for p in partitions { uninterrupted.advance(p, to: later) { expected.append($0) } }
+
+        let path = dir.appendingPathComponent("state.sqlite").path
+        let first = try makeEngine()
+        var got: [EngineOutput] = []
+        let crashAt = 2000
+        var store: CheckpointStore? = try CheckpointStore(path: path, configVersion: "v1")
+        var offsets: [PartitionID: Int64] = [:]
+        for (k, (p, e)) in events.prefix(crashAt).enumerated() {
+            first.apply(e, partition: p) { got.append($0) }
+            offsets[p] = Int64(k + 1)
+            if k % 250 == 249 {  // incremental checkpoints of dirty customers
+                let snaps = first.partitions.keys.sorted { $0.partition < $1.partition }.compactMap { first.takeCheckpoint($0) }
+                try store!.write(snaps.map { ($0, nextOffset: offsets[$0.partition] ?? 0) })
+            }
+        }
+        XCTAssertGreaterThan(first.partitions.values.reduce(0) { $0 + $1.stats.evicted }, 0, "the stream exercises eviction")
+        store = nil  // "crash": the process is gone; only the file remains
+
+        let reopened = try CheckpointStore(path: path, configVersion: "v1")
+        XCTAssertEqual(reopened.storedConfigVersion, "v1")
+        let second = try makeEngine()
+        var resumeAt: [PartitionID: Int64] = [:]
+        for p in (0..<3).map({ PartitionID(topic: "touchpoints", partition: Int32($0)) }) {
+            resumeAt[p] = try reopened.restore(p, into: second)
+        }
+        // Replay from each partition's checkpointed position: outputs after that point are re-emitted.
+        let checkpointed = 2000  // the last checkpoint was after record 2000
+        var replayed: [EngineOutput] = []
+        // (Offsets in this test are positions in the global stream: each partition resumes after
+        // its last record covered by the checkpoint.)
+        for (k, (p, e)) in events.enumerated() where Int64(k) >= resumeAt[p]! {
+            XCTAssertGreaterThanOrEqual(k, checkpointed, "nothing after the checkpoint is lost, nothing before it is replayed")
+            second.apply(e, partition: p) { replayed.append($0) }
+        }
+        for p in partitions { second.advance(p, to: later) { replayed.append($0) } }
+        XCTAssertTrue(replayed.contains { if case .transition(let t) = $0 { return t.causeEventID == nil } else { return false } },
+                      "restored timers fire")
+        // Up to the checkpoint the first engine's outputs, after it the restored engine's: together
+        // they are exactly the uninterrupted run's.
+        var firstUpToCheckpoint: [EngineOutput] = []
+        let replay = try makeEngine()
+        for (p, e) in events.prefix(checkpointed) { replay.apply(e, partition: p) { firstUpToCheckpoint.append($0) } }
+        XCTAssertEqual(firstUpToCheckpoint + replayed, expected)
+        XCTAssertEqual(encodedStates(second), encodedStates(uninterrupted), "final per-customer state is identical")
+        XCTAssertEqual(second.segmentSizes, uninterrupted.segmentSizes)
+    }
+
+    func testCorruptAndForeignFilesAreRefusedWithAReason() throws {
+        let garbage = dir.appendingPathComponent("garbage.sqlite")
+        try Data(repeating: 0x5A, count: 8192).write(to: garbage)
+        XCTAssertThrowsError(try CheckpointStore(path: garbage.path, configVersion: "v1")) { e in
+            XCTAssertTrue("\(e)".contains("not a usable checkpoint"), "\(e)")
+        }
+        let other = dir.appendingPathComponent("other.sqlite").path
+        _ = try CheckpointStore(path: other, configVersion: "v1")
+        let c = try SQLiteConnection(path: other)
+        try c.exec("UPDATE meta SET value = '99' WHERE key = 'format_version'")
+        XCTAssertThrowsError(try CheckpointStore(path: other, configVersion: "v1")) { e in
+            XCTAssertEqual("\(e)", "\(other): checkpoint format 99, this build reads format 1")
+        }
+    }
+
+    func testCodecRejectsTruncatedState() throws {
+        let e = try makeEngine()
+        for (p, ev) in stream(200) { e.apply(ev, partition: p) { _ in } }
+        let blob = CustomerRecordCodec.encode(e.partitions.values.first!.customers[0])
+        XCTAssertEqual(CustomerRecordCodec.encode(try CustomerRecordCodec.decode(blob)), blob)
+        for cut in [0, 1, 20, blob.count - 1] {
+            XCTAssertThrowsError(try CustomerRecordCodec.decode(Array(blob.prefix(cut))))
+        }
+        XCTAssertThrowsError(try CustomerRecordCodec.decode(blob + [0]))
+    }
+}
