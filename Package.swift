@@ -46,7 +46,7 @@ let package = Package(
         .target(
             name: "TidepoolDaemon",
             dependencies: [
-                "TidepoolEngine", "TidepoolKafka",
+                "TidepoolEngine", "TidepoolKafka", "TidepoolStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]

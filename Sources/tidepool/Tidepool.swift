@@ -67,7 +67,7 @@ struct Run: ParsableCommand {
             throw ExitCode(error is KafkaError && (error as! KafkaError).code == -1 ? ExitStatus.config : ExitStatus.failure)
         }
         _ = signals
-        if case .deliveryFailed = outcome { throw ExitCode(ExitStatus.failure) }
+        if outcome != .stopped { throw ExitCode(ExitStatus.failure) }
     }
 }
 

@@ -53,8 +53,11 @@ class Daemon:
         return code
 
 
-def write_config(path, bootstrap):
+def write_config(path, bootstrap, state_path):
     path.write_text(f"""
+state:
+  path: "{state_path}"
+  checkpoint_interval: 1s
 kafka:
   bootstrap_servers: "{bootstrap}"
   group_id: {GROUP}
@@ -154,7 +157,7 @@ def wait_committed_to_end(bootstrap, timeout=60):
 def test_daemon_end_to_end(broker, tmp_path):
     schema = json.loads((ROOT / "schemas" / "trigger-event.v1.schema.json").read_text())
     config = tmp_path / "tidepool.yaml"
-    write_config(config, broker)
+    write_config(config, broker, tmp_path / "state.sqlite")
     daemon = Daemon(config, tmp_path / "daemon.log")
 
     # Phase 1: 100 customers browse, 40 of them buy (some twice), plus every kind of bad record.
@@ -198,7 +201,9 @@ def test_daemon_end_to_end(broker, tmp_path):
     assert daemon.stop() == 0
 
     # Phase 2: more input while it is down; after a restart only the new records are processed.
+    # The first ten buyers buy again: the checkpointed state remembers them, so no second welcome.
     valid2 = [(f"n-{n}", event(f"nbuy-{n}", f"n-{n}", "purchase", amount=5, currency="CNY")) for n in range(20)]
+    valid2 += [(f"c-{n}", event(f"rebuy-{n}", f"c-{n}", "purchase", amount=7, currency="CNY")) for n in range(10)]
     bad2 = malformed_records("p2")[:2]
     produce(broker, valid2 + [(k, v) for k, v, _ in bad2])
     daemon.start()
@@ -214,3 +219,4 @@ def test_daemon_end_to_end(broker, tmp_path):
 
     log = (tmp_path / "daemon.log").read_text()
     assert "c-1" not in log, "no customer identifiers in info-level logs"
+    assert (tmp_path / "state.sqlite").exists()

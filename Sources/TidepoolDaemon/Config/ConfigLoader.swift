@@ -126,6 +126,17 @@ public struct ConfigLoader {
                     default: throw unknown(k2, in: "models", known: ["rfm", "lifecycle"])
                     }
                 }
+            case "state":
+                for (k2, v2) in try mapping(v, "state") {
+                    switch k2.string ?? "" {
+                    case "path": config.state.path = try string(v2)
+                    case "checkpoint_interval": config.state.checkpointIntervalMs = try duration(v2)
+                    default: throw unknown(k2, in: "state", known: ["path", "checkpoint_interval"])
+                    }
+                }
+                if let consumer = config.kafka.consumer["enable.auto.commit"], consumer == "true", !config.state.path.isEmpty {
+                    throw error(v, "with state.path set, offsets are committed after checkpoints: do not set enable.auto.commit=true")
+                }
             case "time":
                 for (k2, v2) in try mapping(v, "time") {
                     switch k2.string ?? "" {
@@ -171,7 +182,7 @@ public struct ConfigLoader {
                 }
             default:
                 throw unknown(k, in: "the top level", known: ["kafka", "decoding", "processing", "first_purchase", "aggregates",
-                                                               "models", "time", "customers", "segments", "shutdown", "log"])
+                                                               "models", "state", "time", "customers", "segments", "shutdown", "log"])
             }
         }
         if config.models.lookbackMs > (config.aggregates.windowsMs.max() ?? 0) {

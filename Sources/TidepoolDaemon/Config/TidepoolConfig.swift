@@ -31,7 +31,15 @@ public struct TidepoolConfig: Equatable, Sendable {
         public var deadlineMs: Int64 = 20_000
     }
 
+    public struct State: Equatable, Sendable {
+        /// SQLite checkpoint file; empty: no checkpoints (state lives only in memory).
+        public var path = ""
+        /// How often dirty customers are checkpointed (and offsets committed after them).
+        public var checkpointIntervalMs: Int64 = 5_000
+    }
+
     public var kafka = Kafka()
+    public var state = State()
     public var decoding = DecoderLimits()
     public var processing = Processing()
     public var firstPurchase = FirstPurchaseRule()
@@ -57,13 +65,20 @@ public struct TidepoolConfig: Equatable, Sendable {
                             customerRetentionMs: customerRetentionMs, firstPurchase: firstPurchase)
     }
 
-    /// Consumer properties as handed to librdkafka.
+    /// Consumer properties as handed to librdkafka. With checkpoints, offsets are committed only
+    /// after the checkpoint that covers them, so auto-commit is off.
     public var consumerProperties: [String: String] {
         var p = kafka.properties
         p["bootstrap.servers"] = p["bootstrap.servers"] ?? kafka.bootstrapServers
         p["group.id"] = kafka.groupID
         for (k, v) in kafka.consumer { p[k] = v }
+        if !state.path.isEmpty { p["enable.auto.commit"] = "false" }
         return p
+    }
+
+    /// Names the rules a checkpoint was computed with; recorded in the checkpoint file.
+    public var ruleVersion: String {
+        StableHash.hex128(["\(aggregates)", "\(models)", segments.map { "\($0.name)=\($0.rule)" }.joined(separator: "\n")])
     }
 
     /// Producer properties as handed to librdkafka.

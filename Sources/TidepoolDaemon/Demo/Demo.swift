@@ -131,7 +131,8 @@ public struct Demo {
         let drainRate = drainStart.map { Double(drainEnd.1 - $0.1) / (Double(drainEnd.0 - $0.0) / 1e9) }
         let customersBeforeStop = pipeline.metrics.snapshot.customers
         let segmentsBeforeStop = pipeline.metrics.snapshot.segmentSizes
-        if case .deliveryFailed(let why) = try worker.stop() { throw KafkaError(code: -1, message: why) }
+        let outcome = try worker.stop()
+        if outcome != .stopped { throw KafkaError(code: -1, message: "pipeline ended with \(outcome)") }
         let seconds = Double(WallClock.monotonicNs() - start) / 1e9
 
         func topicTotal(_ topic: String) -> Int64 {

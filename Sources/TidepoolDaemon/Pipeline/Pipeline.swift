@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import TidepoolEngine
 import TidepoolKafka
+import TidepoolStore
 
 /// The processing loop: consume a batch, decode each record, apply valid events to the engine,
 /// produce triggers and dead letters, and store a record's offset once everything it caused has
@@ -27,6 +28,11 @@ public final class Pipeline: RebalanceListener {
     private var currentSeq: UInt = 0
     private var deliveryFailure: KafkaError?
     private var outBuffer: [UInt8] = []
+    private var store: CheckpointStore?
+    /// Next input offset per partition that the in-memory state reflects.
+    private var nextOffsets: [PartitionID: Int64] = [:]
+    private var lastCheckpointNs: UInt64 = 0
+    private var fatalError: String?
 
     /// Why `run()` returned.
     public enum Outcome: Equatable {
@@ -35,6 +41,8 @@ public final class Pipeline: RebalanceListener {
         /// A produced record could not be delivered: offsets after the last good batch were not
         /// stored, so a restart reprocesses them (exit non-zero so systemd restarts us).
         case deliveryFailed(String)
+        /// The state could not be restored or kept (exit non-zero; nothing was committed past it).
+        case failed(String)
     }
 
     /// Throws `SegmentError` when the configuration's segment rules do not check (the loader
@@ -55,6 +63,14 @@ public final class Pipeline: RebalanceListener {
     /// Runs until `requestStop()` or a delivery failure. Throws only for start-up errors
     /// (bad librdkafka properties, subscription failure).
     public func run() throws -> Outcome {
+        if !config.state.path.isEmpty {
+            store = try CheckpointStore(path: config.state.path, configVersion: config.ruleVersion)
+            if let old = store?.storedConfigVersion, old != config.ruleVersion {
+                logger.notice("rules changed since the checkpoint was written; memberships are re-evaluated as customers are seen",
+                              metadata: ["checkpoint": "\(config.state.path)"])
+            }
+            lastCheckpointNs = WallClock.monotonicNs()
+        }
         producer = try KafkaProducer(properties: config.producerProperties) { [unowned self] report in
             self.onDelivery(report)
         }
@@ -64,12 +80,15 @@ public final class Pipeline: RebalanceListener {
         logger.info("consuming", metadata: ["topics": "\(config.kafka.inputTopics.joined(separator: ","))",
                                             "group": "\(config.kafka.groupID)", "librdkafka": "\(librdkafkaVersion)"])
         let timeout = Int32(clamping: config.processing.pollTimeoutMs)
-        while !stopRequested && deliveryFailure == nil {
+        while !stopRequested && deliveryFailure == nil && fatalError == nil {
             currentSeq = tracker.open()
             let now = clock()
             consumer.poll(timeoutMs: timeout) { msg in handle(msg, nowMs: now) }
             endRun()
             if config.idleAdvance { advanceIdlePartitions(wallMs: now) }
+            if store != nil && WallClock.monotonicNs() - lastCheckpointNs >= UInt64(config.state.checkpointIntervalMs) * 1_000_000 {
+                drainAndCommit(deadlineMs: config.shutdown.deadlineMs)
+            }
             tracker.close()
             producer.poll(timeoutMs: 0)
             storeCompleted()
@@ -143,6 +162,7 @@ public final class Pipeline: RebalanceListener {
         tracker.processed(topic: runTopic, partition: runPartition, offset: runNext - 1)
         let name = runPartitionID.description
         counters.positions[name] = runNext
+        nextOffsets[runPartitionID] = runNext
         counters.partitionsAtEOF.remove(name)
         runNext = -1
     }
@@ -233,6 +253,26 @@ public final class Pipeline: RebalanceListener {
         }
         storeCompleted()
         guard deliveryFailure == nil else { return }
+        if let store {
+            // Checkpoint every assigned partition, then commit: Kafka's committed offsets never run
+            // ahead of the state on disk.
+            lastCheckpointNs = WallClock.monotonicNs()
+            let started = lastCheckpointNs
+            var snapshots: [(PartitionSnapshot, nextOffset: Int64)] = []
+            for p in engine.partitions.keys.sorted(by: { ($0.topic, $0.partition) < ($1.topic, $1.partition) }) {
+                guard let s = engine.takeCheckpoint(p) else { continue }
+                if let next = nextOffsets[p] { snapshots.append((s, nextOffset: next)) }
+            }
+            do {
+                try store.write(snapshots)
+                counters.checkpoints += 1
+                counters.lastCheckpointMs = Double(WallClock.monotonicNs() - started) / 1e6
+            } catch {
+                counters.checkpointFailures += 1
+                logger.error("checkpoint failed; offsets not committed", metadata: ["error": "\(error)"])
+                return
+            }
+        }
         do {
             try consumer.commitStored()
             counters.commits += 1
@@ -251,6 +291,7 @@ public final class Pipeline: RebalanceListener {
         consumer = nil
         producer = nil
         if let f = deliveryFailure { return .deliveryFailed(f.description) }
+        if let f = fatalError { return .failed(f) }
         logger.info("stopped", metadata: ["events": "\(counters.eventsIn)", "dead_letters": "\(counters.deadLetters)",
                                           "triggers": "\(counters.triggersProduced)"])
         return .stopped
@@ -266,9 +307,29 @@ public final class Pipeline: RebalanceListener {
     // MARK: - RebalanceListener
 
     public func partitionsAssigned(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) -> [TopicPartitionOffset]? {
-        for p in partitions { engine.assign(PartitionID(topic: p.topic, partition: p.partition)) }
-        logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))"])
-        return nil
+        var seeks: [TopicPartitionOffset] = []
+        for tp in partitions {
+            let p = PartitionID(topic: tp.topic, partition: tp.partition)
+            engine.assign(p)
+            var start = tp.offset  // INVALID: resume from the group's committed offset
+            if let store {
+                do {
+                    if let next = try store.restore(p, into: engine) {
+                        start = next
+                        nextOffsets[p] = next
+                    }
+                } catch {
+                    // A checkpoint that cannot be read must not be silently replaced by an empty state.
+                    logger.critical("cannot restore partition from the checkpoint", metadata: ["partition": "\(p)", "error": "\(error)"])
+                    fatalError = "\(error)"
+                    requestStop()
+                }
+            }
+            seeks.append(TopicPartitionOffset(topic: tp.topic, partition: tp.partition, offset: start))
+        }
+        logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))",
+                                                     "restored_customers": "\(engine.customerCount)"])
+        return store == nil ? nil : seeks
     }
 
     public func partitionsRevoked(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {
@@ -279,6 +340,7 @@ public final class Pipeline: RebalanceListener {
         drainAndCommit(deadlineMs: config.shutdown.deadlineMs)
         for p in partitions {
             idle.remove(PartitionID(topic: p.topic, partition: p.partition))
+            nextOffsets[PartitionID(topic: p.topic, partition: p.partition)] = nil
             engine.release(PartitionID(topic: p.topic, partition: p.partition))
             counters.positions["\(p.topic)[\(p.partition)]"] = nil
             counters.partitionsAtEOF.remove("\(p.topic)[\(p.partition)]")
@@ -292,6 +354,7 @@ public final class Pipeline: RebalanceListener {
         tracker.forget(Set(partitions.map { OffsetTracker.PartitionKey(topic: $0.topic, partition: $0.partition) }))
         for p in partitions {
             idle.remove(PartitionID(topic: p.topic, partition: p.partition))
+            nextOffsets[PartitionID(topic: p.topic, partition: p.partition)] = nil
             engine.release(PartitionID(topic: p.topic, partition: p.partition))
             counters.positions["\(p.topic)[\(p.partition)]"] = nil
             counters.partitionsAtEOF.remove("\(p.topic)[\(p.partition)]")

@@ -25,6 +25,10 @@ public struct PipelineCounters: Sendable, Equatable {
     public var partitionsAtEOF: Set<String> = []
     public var offsetsStored: Int64 = 0
     public var commits: Int64 = 0
+    public var checkpoints: Int64 = 0
+    public var checkpointFailures: Int64 = 0
+    /// Duration of the last checkpoint write, ms.
+    public var lastCheckpointMs: Double = 0
 
     public init() {}
 
