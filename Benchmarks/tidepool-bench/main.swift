@@ -2,6 +2,7 @@
 // (or `make bench`). Every figure is printed with its unit and its input size.
 import Foundation
 import TidepoolEngine
+import TidepoolStore
 
 func nowNs() -> UInt64 {
     var ts = timespec()
@@ -122,6 +123,28 @@ let aggConfig = AggregateConfig()
 let segmentSet = try! SegmentSet(ExampleSegments.definitions, aggregates: aggConfig, channels: ChannelTable(aggConfig))
 let typesMix: [EventType] = [.pageView, .pageView, .pageView, .productView, .addToCart, .purchase, .messageOpen, .wecomChat]
 let channelMix = ["website", "app", "mini_program", "wecom", "tmall", "jd"]
+// 4a. Memory of a "typical" heavy customer (measured first, while resident memory only grows): 50 events spread over the longest window (365d),
+//    purchases with order ids, several channels, all ten segments evaluated.
+do {
+    let heavyPartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
+    let heavyCustomers = 20_000
+    let perCustomer = 50
+    let heavyBefore = allocatedBytes()
+    let heavy = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false)))
+    var hr = SplitMixBench(state: 11)
+    for k in 0..<(heavyCustomers * perCustomer) {
+        let c = k % heavyCustomers
+        let t = typesMix[Int(hr.next() % UInt64(typesMix.count))]
+        let ts = baseTime + Int64(k / heavyCustomers) * (365 * 86_400_000 / Int64(perCustomer))
+        let e = TouchpointEvent(eventID: "h\(k)", customerID: "c\(c)", type: t, channel: channelMix[Int(hr.next() % 6)], timestampMs: ts,
+                                amount: t == .purchase ? Money(major: 100) : nil, currency: t == .purchase ? "CNY" : nil,
+                                properties: t == .purchase ? RawJSONObject(validated: Array(#"{"order_id":"o\#(k)"}"#.utf8)) : nil)
+        heavy.apply(e, partition: heavyPartitions[c & 7]) { _ in }
+    }
+    let heavyAfter = allocatedBytes()
+    line("memory per customer, 50 events in 365d", Double(heavyAfter - heavyBefore) / Double(heavy.customerCount), "bytes",
+         "\(heavy.customerCount) customers x \(perCustomer) events")
+}
 var rng = SplitMixBench(state: 7)
 let baseTime: Int64 = 1_790_000_000_000
 // Events over 60 days, in time order (a replay), each customer seen ~4 times.
@@ -172,27 +195,28 @@ let timerSeconds = Double(nowNs() - t0t) / 1e9
 for p in enginePartitions { fired += bigEngine.stats(p)?.timersFired ?? 0 }
 line("timers fired (evaluate + reschedule)", Double(fired) / timerSeconds, "timers/s", "\(fired) timers over 60 days of stream time, \(pendingTimers) customers")
 
-// 5. Memory of a "typical" heavy customer: 50 events spread over the longest window (365d),
-//    purchases with order ids, several channels, all ten segments evaluated.
+// 5. Checkpoint write rate and restore time for the 1M-customer engine above (every customer is
+//    dirty after the replay: a full checkpoint), to a SQLite file in /tmp.
 do {
-    let heavyCustomers = 20_000
-    let perCustomer = 50
-    let heavyBefore = allocatedBytes()
-    let heavy = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false)))
-    var hr = SplitMixBench(state: 11)
-    for k in 0..<(heavyCustomers * perCustomer) {
-        let c = k % heavyCustomers
-        let t = typesMix[Int(hr.next() % UInt64(typesMix.count))]
-        let ts = baseTime + Int64(k / heavyCustomers) * (365 * 86_400_000 / Int64(perCustomer))
-        let e = TouchpointEvent(eventID: "h\(k)", customerID: "c\(c)", type: t, channel: channelMix[Int(hr.next() % 6)], timestampMs: ts,
-                                amount: t == .purchase ? Money(major: 100) : nil, currency: t == .purchase ? "CNY" : nil,
-                                properties: t == .purchase ? RawJSONObject(validated: Array(#"{"order_id":"o\#(k)"}"#.utf8)) : nil)
-        heavy.apply(e, partition: enginePartitions[c & 7]) { _ in }
-    }
-    let heavyAfter = allocatedBytes()
-    line("memory per customer, 50 events in 365d", Double(heavyAfter - heavyBefore) / Double(heavy.customerCount), "bytes",
-         "\(heavy.customerCount) customers x \(perCustomer) events")
+    let path = "/tmp/tidepool-bench-\(getpid()).sqlite"
+    defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+    let store = try! CheckpointStore(path: path, configVersion: "bench")
+    let t0c = nowNs()
+    var snaps: [(PartitionSnapshot, nextOffset: Int64)] = []
+    for p in enginePartitions { if let s = bigEngine.takeCheckpoint(p) { snaps.append((s, nextOffset: 1)) } }
+    let tEncode = Double(nowNs() - t0c) / 1e9
+    try! store.write(snaps)
+    let tWrite = Double(nowNs() - t0c) / 1e9
+    let written = snaps.reduce(0) { $0 + $1.0.upserts.count }
+    line("checkpoint: encode + write dirty customers", Double(written) / tWrite, "customers/s",
+         "\(written) customers, \(String(format: "%.2f", tWrite)) s, encode \(String(format: "%.2f", tEncode)) s")
+    let restored = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false)))
+    let t0r = nowNs()
+    for p in enginePartitions { _ = try! store.restore(p, into: restored) }
+    let tRestore = Double(nowNs() - t0r) / 1e9
+    line("restore: read + decode + re-arm timers", tRestore * 1000, "ms", "\(restored.customerCount) customers (time to ready)")
 }
+
 if sink == 42 { print("") }
 
 struct SplitMixBench {

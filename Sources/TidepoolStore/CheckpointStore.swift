@@ -35,7 +35,7 @@ public final class CheckpointStore {
         self.path = path
         conn = try SQLiteConnection(path: path)
         do {
-            try conn.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            try conn.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-131072;")
             let check = try conn.scalarText("PRAGMA quick_check") ?? "no answer"
             guard check == "ok" else { throw CheckpointError(message: "\(path): integrity check failed: \(check)") }
             try conn.exec("""
@@ -80,7 +80,8 @@ public final class CheckpointStore {
                     deleteCustomer.bind(1, topic); deleteCustomer.bind(2, part); deleteCustomer.bind(3, id)
                     try deleteCustomer.run()
                 }
-                for (id, blob) in s.upserts {
+                // Key order turns random B-tree inserts into appends-and-neighbours.
+                for (id, blob) in s.upserts.sorted(by: { $0.0 < $1.0 }) {
                     upsertCustomer.bind(1, topic); upsertCustomer.bind(2, part); upsertCustomer.bind(3, id); upsertCustomer.bind(4, blob)
                     try upsertCustomer.run()
                 }
