@@ -220,3 +220,50 @@ def test_daemon_end_to_end(broker, tmp_path):
     log = (tmp_path / "daemon.log").read_text()
     assert "c-1" not in log, "no customer identifiers in info-level logs"
     assert (tmp_path / "state.sqlite").exists()
+
+
+def test_systemd_notify_ready_watchdog_stopping(broker, tmp_path):
+    """Started as systemd would (NOTIFY_SOCKET, WATCHDOG_USEC): READY=1 after the partitions are
+    assigned and restored, WATCHDOG=1 at half the watchdog interval, STOPPING=1 on SIGTERM."""
+    import socket
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(0.5)
+    config = tmp_path / "tidepool.yaml"
+    write_config(config, broker, tmp_path / "state.sqlite")
+    env = dict(os.environ, NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="400000")
+    env.pop("WATCHDOG_PID", None)
+    log = open(tmp_path / "daemon.log", "w")
+    proc = subprocess.Popen([BIN, "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    messages = []  # (monotonic time, message)
+
+    def collect_until(pred, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            messages.append((time.monotonic(), data))
+            if pred(data):
+                return True
+        return False
+
+    try:
+        assert collect_until(lambda m: "READY=1" in m, 40), messages
+        ready_at = time.monotonic()
+        collect_until(lambda m: False, 2.0)
+        pings = [t for t, m in messages if "WATCHDOG=1" in m and t >= ready_at]
+        # Half of 400 ms: about 10 pings in 2 s; at least 6 even on a loaded machine.
+        assert len(pings) >= 6, messages
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        assert max(gaps) < 0.4, gaps
+        proc.send_signal(signal.SIGTERM)
+        assert collect_until(lambda m: "STOPPING=1" in m, 20), messages
+        assert proc.wait(timeout=40) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+        log.close()

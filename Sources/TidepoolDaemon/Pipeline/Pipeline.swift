@@ -33,6 +33,10 @@ public final class Pipeline: RebalanceListener {
     private var nextOffsets: [PartitionID: Int64] = [:]
     private var lastCheckpointNs: UInt64 = 0
     private var fatalError: String?
+    private let systemd: SystemdNotifier
+    private var readySent = false
+    private var subscribedNs: UInt64 = 0
+    private var lastStatusNs: UInt64 = 0
 
     /// Why `run()` returned.
     public enum Outcome: Equatable {
@@ -48,7 +52,8 @@ public final class Pipeline: RebalanceListener {
     /// Throws `SegmentError` when the configuration's segment rules do not check (the loader
     /// reports those with file positions before this point).
     public init(config: TidepoolConfig, logger: Logger, metrics: PipelineMetrics = PipelineMetrics(),
-                clock: @escaping () -> Int64 = WallClock.nowMs) throws {
+                clock: @escaping () -> Int64 = WallClock.nowMs, systemd: SystemdNotifier = SystemdNotifier()) throws {
+        self.systemd = systemd
         self.config = config
         self.logger = logger
         self.metrics = metrics
@@ -80,6 +85,7 @@ public final class Pipeline: RebalanceListener {
         logger.info("consuming", metadata: ["topics": "\(config.kafka.inputTopics.joined(separator: ","))",
                                             "group": "\(config.kafka.groupID)", "librdkafka": "\(librdkafkaVersion)"])
         let timeout = Int32(clamping: config.processing.pollTimeoutMs)
+        subscribedNs = WallClock.monotonicNs()
         while !stopRequested && deliveryFailure == nil && fatalError == nil {
             currentSeq = tracker.open()
             let now = clock()
@@ -94,6 +100,7 @@ public final class Pipeline: RebalanceListener {
             storeCompleted()
             counters.batches += 1
             publish()
+            lifecycleNotifications()
         }
         return shutdown()
     }
@@ -281,7 +288,24 @@ public final class Pipeline: RebalanceListener {
         }
     }
 
+    /// systemd: READY=1 once the first assignment is restored (or 10 s after subscribing when this
+    /// member gets none), STATUS every few seconds, and the watchdog fed from this loop.
+    private func lifecycleNotifications() {
+        let now = WallClock.monotonicNs()
+        if !readySent && (counters.assignedPartitions > 0 || now - subscribedNs > 10_000_000_000) {
+            readySent = true
+            systemd.notify("READY=1\nSTATUS=processing \(counters.assignedPartitions) partitions")
+            logger.info("ready", metadata: ["partitions": "\(counters.assignedPartitions)", "customers": "\(counters.customers)"])
+        }
+        systemd.watchdog(nowNs: now)
+        if readySent && now - lastStatusNs >= 5_000_000_000 {
+            lastStatusNs = now
+            systemd.notify("STATUS=\(counters.assignedPartitions) partitions, \(counters.customers) customers, \(counters.recordsIn) records, \(counters.deadLetters) dead letters, \(counters.triggersProduced) triggers")
+        }
+    }
+
     private func shutdown() -> Outcome {
+        systemd.notify("STOPPING=1\nSTATUS=stopping: flushing output, checkpointing, committing")
         let deadline = config.shutdown.deadlineMs
         logger.info("stopping: flushing output and committing offsets")
         drainAndCommit(deadlineMs: deadline)
