@@ -8,8 +8,9 @@
 struct RuleProgram: Sendable, Equatable {
     enum Op: Sendable, Equatable {
         case constant(Double)
-        case count(type: UInt8, windowMs: Int64, channel: Int16)
-        case sum(type: UInt8, windowMs: Int64, channel: Int16)
+        /// Value of window term i (see `WindowTerms`): its count, or its sum.
+        case count(term: Int)
+        case sum(term: Int)
         case orders
         case spend
         case first(type: Int16)
@@ -28,7 +29,7 @@ struct RuleProgram: Sendable, Equatable {
     var ops: [Op] = []
     var maxDepth = 0
 
-    init(_ e: RuleExpr) {
+    init(_ e: RuleExpr, terms: WindowTerms) {
         var depth = 0
         func push(_ op: Op, _ delta: Int) {
             ops.append(op)
@@ -51,8 +52,8 @@ struct RuleProgram: Sendable, Equatable {
                 case .bool(let b): push(.constant(b ? 1 : 0), 1)
                 case .missing, .text: push(.constant(.nan), 1)
                 }
-            case .count(let t, let w, let c): push(.count(type: t.rawValue, windowMs: w, channel: c.map { Int16($0) } ?? -1), 1)
-            case .sum(let t, let w, let c): push(.sum(type: t.rawValue, windowMs: w, channel: c.map { Int16($0) } ?? -1), 1)
+            case .count(let t, let w, let c): push(.count(term: terms.index(t, w, c)), 1)
+            case .sum(let t, let w, let c): push(.sum(term: terms.index(t, w, c)), 1)
             case .orders: push(.orders, 1)
             case .spend: push(.spend, 1)
             case .first(let t): push(.first(type: t.map { Int16($0.rawValue) } ?? -1), 1)
@@ -81,16 +82,15 @@ struct RuleProgram: Sendable, Equatable {
     /// Runs the program for one customer at `now`; `memberships` holds segments evaluated earlier.
     @inline(__always)
     func run(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64,
-             models: ModelConfig, returnedAtMs: Int64) -> Bool {
+             models: ModelConfig, returnedAtMs: Int64, counts: UnsafeMutableBufferPointer<Int64>,
+             sums: UnsafeMutableBufferPointer<Int64>) -> Bool {
         withUnsafeTemporaryAllocation(of: Double.self, capacity: max(maxDepth, 1)) { stack in
             var sp = 0
             for op in ops {
                 switch op {
                 case .constant(let d): stack[sp] = d; sp += 1
-                case .count(let t, let w, let c):
-                    stack[sp] = Double(a.count(rawType: t, window: w, at: now, channel: c)); sp += 1
-                case .sum(let t, let w, let c):
-                    stack[sp] = Double(a.sum(rawType: t, window: w, at: now, channel: c)); sp += 1
+                case .count(let i): stack[sp] = Double(counts[i]); sp += 1
+                case .sum(let i): stack[sp] = Double(sums[i]); sp += 1
                 case .orders: stack[sp] = Double(a.lifetimeOrders); sp += 1
                 case .spend: stack[sp] = Double(a.lifetimeSpend); sp += 1
                 case .first(let t):
@@ -127,6 +127,64 @@ struct RuleProgram: Sendable, Equatable {
                 }
             }
             return stack[0] == 1
+        }
+    }
+}
+
+
+/// The distinct (event type, window, channel) terms of all rules, evaluated together in one pass
+/// over a customer's buckets: each bucket is checked only against the terms of its own type.
+struct WindowTerms: Sendable {
+    struct Term: Hashable, Sendable {
+        var type: UInt8
+        var windowMs: Int64
+        var channel: Int16  // -1: any
+    }
+    private(set) var terms: [Term] = []
+    private var lookup: [Term: Int] = [:]
+    /// Term indices by event type.
+    private(set) var byType: [[Int]] = Array(repeating: [], count: 64)
+
+    init(_ exprs: [RuleExpr]) {
+        func walk(_ e: RuleExpr) {
+            switch e {
+            case .count(let t, let w, let c), .sum(let t, let w, let c): add(Term(type: t.rawValue, windowMs: w, channel: c.map { Int16($0) } ?? -1))
+            case .since(let x), .not(let x): walk(x)
+            case .compare(_, let x, let y), .and(let x, let y), .or(let x, let y): walk(x); walk(y)
+            default: break
+            }
+        }
+        for e in exprs { walk(e) }
+    }
+
+    private mutating func add(_ t: Term) {
+        guard lookup[t] == nil else { return }
+        lookup[t] = terms.count
+        byType[Int(t.type)].append(terms.count)
+        terms.append(t)
+    }
+
+    func index(_ t: EventType, _ w: Int64, _ c: UInt8?) -> Int {
+        lookup[Term(type: t.rawValue, windowMs: w, channel: c.map { Int16($0) } ?? -1)]!
+    }
+
+    var count: Int { terms.count }
+
+    /// Fills counts and sums of every term at time `t`.
+    @inline(__always)
+    func evaluate(_ a: borrowing CustomerAggregates, at t: Int64, counts: UnsafeMutableBufferPointer<Int64>,
+                  sums: UnsafeMutableBufferPointer<Int64>, from: UnsafeMutableBufferPointer<UInt32>) {
+        let to = CustomerAggregates.hour(t)
+        for i in terms.indices {
+            counts[i] = 0
+            sums[i] = 0
+            from[i] = CustomerAggregates.windowStartHour(terms[i].windowMs, at: t)
+        }
+        for b in a.buckets where b.hour <= to {
+            for i in byType[Int(b.type)] where b.hour >= from[i] && (terms[i].channel < 0 || Int16(b.channel) == terms[i].channel) {
+                counts[i] += Int64(b.count)
+                sums[i] += b.amount
+            }
         }
     }
 }

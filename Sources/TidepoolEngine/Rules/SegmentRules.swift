@@ -98,6 +98,7 @@ public struct SegmentSet: Sendable, Equatable {
     /// Evaluation order: indices into `segments`.
     public let order: [Int]
     let programs: [RuleProgram]
+    let windowTerms: WindowTerms
     /// Time-dependent terms of all rules together, and of each rule alone.
     let allTerms: RuleTiming.Terms
     let terms: [RuleTiming.Terms]
@@ -162,7 +163,9 @@ public struct SegmentSet: Sendable, Equatable {
         for i in definitions.indices where state[i] == 0 { try visit(i) }
         self.segments = compiled
         self.order = order
-        self.programs = compiled.map { RuleProgram($0.expr) }
+        let windowTerms = WindowTerms(compiled.map(\.expr))
+        self.windowTerms = windowTerms
+        self.programs = compiled.map { RuleProgram($0.expr, terms: windowTerms) }
         let names = compiled.map(\.name)
         self.explanationParts = compiled.map { RuleExplainer.parts($0.expr, names: names) }
         self.allTerms = RuleTiming.Terms(compiled.map(\.expr), models: models)
@@ -180,11 +183,20 @@ public struct SegmentSet: Sendable, Equatable {
     /// Memberships as a bit set (bit i: segment i), evaluated in dependency order.
     @inline(__always)
     func memberships(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64 = .min) -> UInt64 {
-        var bits: UInt64 = 0
-        for i in order where programs[i].run(a, now: now, channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs) {
-            bits |= 1 << UInt64(i)
+        let n = max(windowTerms.count, 1)
+        return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * n) { buf in
+            withUnsafeTemporaryAllocation(of: UInt32.self, capacity: n) { from in
+                let counts = UnsafeMutableBufferPointer(rebasing: buf[0..<n])
+                let sums = UnsafeMutableBufferPointer(rebasing: buf[n..<(2 * n)])
+                windowTerms.evaluate(a, at: now, counts: counts, sums: sums, from: from)
+                var bits: UInt64 = 0
+                for i in order where programs[i].run(a, now: now, channels: channels, memberships: bits, models: models,
+                                                     returnedAtMs: returnedAtMs, counts: counts, sums: sums) {
+                    bits |= 1 << UInt64(i)
+                }
+                return bits
+            }
         }
-        return bits
     }
 
     /// Membership of every segment (indexed like `segments`) for one customer at `now`.
