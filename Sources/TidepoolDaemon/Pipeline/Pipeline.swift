@@ -362,27 +362,28 @@ public final class Pipeline: RebalanceListener {
         // Everything produced so far must be acknowledged and its offsets committed before the
         // partitions go to another member; then their state leaves memory.
         drainAndCommit(deadlineMs: config.shutdown.deadlineMs)
-        for p in partitions {
-            idle.remove(PartitionID(topic: p.topic, partition: p.partition))
-            nextOffsets[PartitionID(topic: p.topic, partition: p.partition)] = nil
-            engine.release(PartitionID(topic: p.topic, partition: p.partition))
-            counters.positions["\(p.topic)[\(p.partition)]"] = nil
-            counters.partitionsAtEOF.remove("\(p.topic)[\(p.partition)]")
-        }
+        dropState(of: partitions)
         logger.info("partitions revoked", metadata: ["partitions": "\(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))"])
+    }
+
+    /// Partitions that left this member: their state leaves memory (it is in the checkpoint, or
+    /// the new owner rebuilds it).
+    private func dropState(of partitions: [TopicPartitionOffset]) {
+        for tp in partitions {
+            let p = PartitionID(topic: tp.topic, partition: tp.partition)
+            idle.remove(p)
+            nextOffsets[p] = nil
+            engine.release(p)
+            counters.positions[p.description] = nil
+            counters.partitionsAtEOF.remove(p.description)
+        }
     }
 
     public func partitionsLost(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {
         endRun()
         runPartition = -1
         tracker.forget(Set(partitions.map { OffsetTracker.PartitionKey(topic: $0.topic, partition: $0.partition) }))
-        for p in partitions {
-            idle.remove(PartitionID(topic: p.topic, partition: p.partition))
-            nextOffsets[PartitionID(topic: p.topic, partition: p.partition)] = nil
-            engine.release(PartitionID(topic: p.topic, partition: p.partition))
-            counters.positions["\(p.topic)[\(p.partition)]"] = nil
-            counters.partitionsAtEOF.remove("\(p.topic)[\(p.partition)]")
-        }
+        dropState(of: partitions)
         logger.warning("partitions lost; nothing committed for them", metadata: ["count": "\(partitions.count)"])
     }
 }
