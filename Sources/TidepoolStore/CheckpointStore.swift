@@ -28,6 +28,7 @@ public final class CheckpointStore {
     private let upsertCustomer: SQLiteConnection.Statement
     private let deleteCustomer: SQLiteConnection.Statement
     private let upsertPartition: SQLiteConnection.Statement
+    private let upsertErased: SQLiteConnection.Statement
 
     /// Opens (or creates) the checkpoint at `path`. A file that fails SQLite's integrity check,
     /// or was written by another format version, is refused with the reason.
@@ -43,6 +44,9 @@ public final class CheckpointStore {
                 CREATE TABLE IF NOT EXISTS partitions(topic TEXT NOT NULL, partition INTEGER NOT NULL,
                     next_offset INTEGER NOT NULL, max_event_time INTEGER NOT NULL, stream_time INTEGER NOT NULL,
                     PRIMARY KEY(topic, partition)) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS erased(topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                    id_hash INTEGER NOT NULL, erased_at INTEGER NOT NULL,
+                    PRIMARY KEY(topic, partition, id_hash)) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS customers(topic TEXT NOT NULL, partition INTEGER NOT NULL,
                     customer_id TEXT NOT NULL, state BLOB NOT NULL,
                     PRIMARY KEY(topic, partition, customer_id)) WITHOUT ROWID;
@@ -62,6 +66,7 @@ public final class CheckpointStore {
         try set.run()
         upsertCustomer = try conn.prepare("INSERT OR REPLACE INTO customers(topic, partition, customer_id, state) VALUES(?, ?, ?, ?)")
         deleteCustomer = try conn.prepare("DELETE FROM customers WHERE topic = ? AND partition = ? AND customer_id = ?")
+        upsertErased = try conn.prepare("INSERT OR REPLACE INTO erased(topic, partition, id_hash, erased_at) VALUES(?, ?, ?, ?)")
         upsertPartition = try conn.prepare(
             "INSERT OR REPLACE INTO partitions(topic, partition, next_offset, max_event_time, stream_time) VALUES(?, ?, ?, ?, ?)")
     }
@@ -84,6 +89,10 @@ public final class CheckpointStore {
                 for (id, blob) in s.upserts.sorted(by: { $0.0 < $1.0 }) {
                     upsertCustomer.bind(1, topic); upsertCustomer.bind(2, part); upsertCustomer.bind(3, id); upsertCustomer.bind(4, blob)
                     try upsertCustomer.run()
+                }
+                for (hash, at) in s.erased {
+                    upsertErased.bind(1, topic); upsertErased.bind(2, part); upsertErased.bind(3, Int64(bitPattern: hash)); upsertErased.bind(4, at)
+                    try upsertErased.run()
                 }
                 upsertPartition.bind(1, topic); upsertPartition.bind(2, part); upsertPartition.bind(3, next)
                 upsertPartition.bind(4, s.maxEventTimeMs); upsertPartition.bind(5, s.streamTimeMs)
@@ -115,13 +124,24 @@ public final class CheckpointStore {
         return out
     }
 
+    /// Keyed hashes of a partition's erased customers, with their erasure times.
+    public func erased(_ p: PartitionID) throws -> [UInt64: Int64] {
+        let s = try conn.prepare("SELECT id_hash, erased_at FROM erased WHERE topic = ? AND partition = ?")
+        s.bind(1, p.topic)
+        s.bind(2, Int64(p.partition))
+        var out: [UInt64: Int64] = [:]
+        while try s.step() { out[UInt64(bitPattern: s.int64(0))] = s.int64(1) }
+        return out
+    }
+
     /// Loads a partition into `engine`; returns the offset to resume from (nil: no checkpoint).
     public func restore(_ p: PartitionID, into engine: Engine) throws -> Int64? {
         guard let cp = try partition(p) else { return nil }
         let rows = try customers(p)
+        let erasedRows = try erased(p)
         do {
             try engine.restore(p, maxEventTimeMs: cp.maxEventTimeMs, streamTimeMs: cp.streamTimeMs,
-                               stats: PartitionStats(), customers: rows)
+                               stats: PartitionStats(), customers: rows, erased: erasedRows)
         } catch {
             throw CheckpointError(message: "\(path): customer state of \(p) cannot be read: \(error)")
         }

@@ -10,7 +10,7 @@ struct Tidepool: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tidepool",
         abstract: "Real-time customer engine: touchpoints from Kafka in, re-engagement triggers out.",
-        subcommands: [Run.self, Demo.self, Validate.self, MockBroker.self]
+        subcommands: [Run.self, Demo.self, Validate.self, Erase.self, MockBroker.self]
     )
 }
 
@@ -80,6 +80,33 @@ struct Validate: ParsableCommand {
     func run() throws {
         _ = try loadConfig(config)
         print("\(config): OK")
+    }
+}
+
+struct Erase: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish an erase request (GDPR/CPRA/PIPL) for a customer to the input topic.",
+        discussion: "The daemon removes the customer from memory, from the checkpoint and from every segment, keeps only a keyed hash so that a replay of older events cannot bring the customer back, and writes a tombstone on the customer's key in the trigger topic.")
+
+    @Option(name: .long, help: "Configuration file (YAML): brokers and the input topic.")
+    var config: String
+    @Option(name: .long, help: "The customer_id to erase.")
+    var customer: String
+
+    func run() throws {
+        let cfg = try loadConfig(config)
+        guard !customer.isEmpty else { throw ValidationError("--customer must not be empty") }
+        var failure: KafkaError? = nil
+        let producer = try KafkaProducer(properties: cfg.producerProperties) { r in if let e = r.error { failure = e } }
+        let eventID = "erase-" + UUID().uuidString.lowercased()
+        var body: [UInt8] = []
+        TriggerEncoder().str(customer, &body)
+        let json = #"{"event_id":"\#(eventID)","customer_id":"#.utf8 + body
+            + #","type":"erase","channel":"privacy","timestamp":\#(WallClock.nowMs())}"#.utf8
+        try producer.produce(topic: cfg.kafka.inputTopics[0], key: Array(customer.utf8), value: Array(json))
+        try producer.flush(timeoutMs: 30_000)
+        if let failure { throw failure }
+        print("erase request \(eventID) published to \(cfg.kafka.inputTopics[0])")
     }
 }
 

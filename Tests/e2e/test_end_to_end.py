@@ -209,13 +209,22 @@ def test_daemon_end_to_end(broker, tmp_path):
     daemon.start()
     ends = wait_committed_to_end(broker)
     assert sum(ends) == len(valid) + len(bad) + len(valid2) + len(bad2)
-    assert daemon.stop() == 0
     # Committed offsets reach the end only after every output is acknowledged, so the topics
     # are complete now: a reprocessed phase-1 record would show up as an extra record here.
     assert topic_total(broker, TRIGGERS) == 60
     assert topic_total(broker, DLQ) == len(bad) + len(bad2)
-    new = read_topic(broker, TRIGGERS, 60)
-    assert {json.loads(m.value())["customer_id"] for m in new} == {f"c-{n}" for n in range(40)} | {f"n-{n}" for n in range(20)}
+
+    # Erasure through the CLI: a tombstone on the customer's key follows on the trigger topic.
+    subprocess.run([BIN, "erase", "--config", str(config), "--customer", "c-3"], check=True, capture_output=True)
+    ends = wait_committed_to_end(broker)
+    assert sum(ends) == len(valid) + len(bad) + len(valid2) + len(bad2) + 1
+    assert daemon.stop() == 0
+    assert topic_total(broker, TRIGGERS) == 61
+    out = read_topic(broker, TRIGGERS, 61)
+    tombstones = [m.key() for m in out if m.value() is None]
+    assert tombstones == [b"c-3"]
+    assert {json.loads(m.value())["customer_id"] for m in out if m.value() is not None} == \
+        {f"c-{n}" for n in range(40)} | {f"n-{n}" for n in range(20)}
 
     log = (tmp_path / "daemon.log").read_text()
     assert "c-1" not in log, "no customer identifiers in info-level logs"

@@ -126,6 +126,13 @@ public struct ConfigLoader {
                     default: throw unknown(k2, in: "models", known: ["rfm", "lifecycle"])
                     }
                 }
+            case "privacy":
+                for (k2, v2) in try mapping(v, "privacy") {
+                    switch k2.string ?? "" {
+                    case "erasure_key": config.erasureKey = try string(v2)
+                    default: throw unknown(k2, in: "privacy", known: ["erasure_key"])
+                    }
+                }
             case "state":
                 for (k2, v2) in try mapping(v, "state") {
                     switch k2.string ?? "" {
@@ -182,7 +189,7 @@ public struct ConfigLoader {
                 }
             default:
                 throw unknown(k, in: "the top level", known: ["kafka", "decoding", "processing", "first_purchase", "aggregates",
-                                                               "models", "state", "time", "customers", "segments", "shutdown", "log"])
+                                                               "models", "state", "privacy", "time", "customers", "segments", "shutdown", "log"])
             }
         }
         if config.models.lookbackMs > (config.aggregates.windowsMs.max() ?? 0) {

@@ -45,6 +45,8 @@ public struct TidepoolConfig: Equatable, Sendable {
     public var firstPurchase = FirstPurchaseRule()
     public var aggregates = AggregateConfig()
     public var models = ModelConfig()
+    /// Secret for the keyed hashes of erased customer ids (`privacy.erasure_key`).
+    public var erasureKey = ""
     /// Segment rules in file order, with where each rule's text starts.
     public var segments: [SegmentDefinition] = []
     /// Allowed lateness: stream time = newest event time - this.
@@ -62,7 +64,7 @@ public struct TidepoolConfig: Equatable, Sendable {
     public func engineConfig() throws -> EngineConfig {
         let set = try SegmentSet(segments, aggregates: aggregates, channels: ChannelTable(aggregates), models: models)
         return EngineConfig(aggregates: aggregates, segments: set, latenessMs: latenessMs,
-                            customerRetentionMs: customerRetentionMs, firstPurchase: firstPurchase)
+                            customerRetentionMs: customerRetentionMs, firstPurchase: firstPurchase, erasureKey: erasureKey)
     }
 
     /// Consumer properties as handed to librdkafka. With checkpoints, offsets are committed only

@@ -178,6 +178,11 @@ public final class Pipeline: RebalanceListener {
         switch output {
         case .trigger(let t): emit(t, nowMs: nowMs)
         case .transition(let tr): counters.segmentTransitions[tr.segment, default: 0] += 1
+        case .erased(let id):
+            // A tombstone on the customer's key: compaction removes its triggers, and downstream
+            // learns to forget the customer.
+            produceOrFail(topic: config.kafka.triggerTopic, key: Array(id.utf8), value: nil, headers: [])
+            counters.erasures += 1
         }
     }
 
@@ -208,7 +213,7 @@ public final class Pipeline: RebalanceListener {
         }
     }
 
-    private func produceOrFail(topic: String, key: [UInt8], value: [UInt8], headers: [(String, [UInt8])]) {
+    private func produceOrFail(topic: String, key: [UInt8], value: [UInt8]?, headers: [(String, [UInt8])]) {
         do {
             try producer.produce(topic: topic, key: key, value: value, headers: headers, opaque: currentSeq)
             tracker.produced()

@@ -13,7 +13,10 @@ public struct PipelineCounters: Sendable, Equatable {
     public var segmentTransitions: [String: Int64] = [:]
     /// Members per segment (segment name -> customers), over the assigned partitions.
     public var segmentSizes: [String: Int] = [:]
+    /// Records acknowledged on the trigger topic (triggers and erasure tombstones).
     public var triggersDelivered: Int64 = 0
+    /// Customers erased (each also a tombstone on the trigger topic).
+    public var erasures: Int64 = 0
     public var deadLettersDelivered: Int64 = 0
     public var deliveryFailures: Int64 = 0
     public var consumerErrors: Int64 = 0

@@ -7,8 +7,10 @@ public struct PartitionSnapshot: Sendable {
     public var stats: PartitionStats
     /// Changed customers: id and encoded state (CustomerRecordCodec).
     public var upserts: [(String, [UInt8])]
-    /// Customers evicted since the previous checkpoint.
+    /// Customers evicted or erased since the previous checkpoint.
     public var removed: [String]
+    /// Erasures since the previous checkpoint: keyed hash of the id and erasure time.
+    public var erased: [(UInt64, Int64)] = []
 }
 
 extension Engine {
@@ -26,7 +28,8 @@ extension Engine {
             if ps.customers[s].live { upserts.append((ps.ids[s], CustomerRecordCodec.encode(ps.customers[s]))) }
         }
         let snapshot = PartitionSnapshot(partition: p, maxEventTimeMs: ps.maxEventTimeMs, streamTimeMs: ps.streamTimeMs,
-                                         stats: ps.stats, upserts: upserts, removed: ps.removed)
+                                         stats: ps.stats, upserts: upserts, removed: ps.removed, erased: ps.newlyErased)
+        ps.newlyErased.removeAll()
         ps.dirty.removeAll(keepingCapacity: true)
         ps.removed.removeAll(keepingCapacity: true)
         partitions[p] = ps
@@ -36,8 +39,9 @@ extension Engine {
     /// Replaces a partition's state with a restored one: clocks, counters and every customer
     /// (id and encoded state). Timers are re-armed from each customer's due instant.
     public func restore(_ p: PartitionID, maxEventTimeMs: Int64, streamTimeMs: Int64, stats: PartitionStats,
-                        customers: [(String, [UInt8])]) throws(CustomerRecordCodec.DecodeError) {
+                        customers: [(String, [UInt8])], erased: [UInt64: Int64] = [:]) throws(CustomerRecordCodec.DecodeError) {
         var ps = PartitionState()
+        ps.erased = erased
         ps.maxEventTimeMs = maxEventTimeMs
         ps.streamTimeMs = streamTimeMs
         ps.stats = stats

@@ -36,9 +36,14 @@ public struct EngineConfig: Sendable, Equatable {
     /// Customers with no event for this long (in stream time) are evicted from memory.
     public var customerRetentionMs: Int64
     public var firstPurchase: FirstPurchaseRule
+    /// Secret mixed into the hashes of erased ids, so that the erasure list cannot be checked
+    /// against guessed ids (`privacy.erasure_key`). Changing it forgets past erasures.
+    public var erasureKey: String
 
     public init(aggregates: AggregateConfig = AggregateConfig(), segments: SegmentSet? = nil, latenessMs: Int64 = 5 * 60_000,
-                customerRetentionMs: Int64 = 400 * AggregateConfig.dayMs, firstPurchase: FirstPurchaseRule = FirstPurchaseRule()) {
+                customerRetentionMs: Int64 = 400 * AggregateConfig.dayMs, firstPurchase: FirstPurchaseRule = FirstPurchaseRule(),
+                erasureKey: String = "") {
+        self.erasureKey = erasureKey
         self.aggregates = aggregates
         // An empty set always compiles.
         self.segments = segments ?? (try! SegmentSet([], aggregates: aggregates, channels: ChannelTable(aggregates)))
@@ -74,6 +79,8 @@ public struct SegmentTransition: Sendable, Equatable {
 public enum EngineOutput: Sendable, Equatable {
     case trigger(Trigger)
     case transition(SegmentTransition)
+    /// A customer was erased (data-subject request): downstream gets a tombstone on its key.
+    case erased(customerID: String)
 }
 
 /// One customer in memory.
@@ -109,6 +116,9 @@ public struct PartitionStats: Sendable, Equatable {
     public var timersFired: Int64 = 0
     public var transitions: Int64 = 0
     public var evicted: Int64 = 0
+    public var erased: Int64 = 0
+    /// Events of erased customers dated at or before their erasure (a replay), dropped.
+    public var droppedAfterErasure: Int64 = 0
     /// Members per segment (indexed like the SegmentSet).
     public var segmentSizes: [Int] = []
     public init() {}
@@ -128,6 +138,11 @@ public struct PartitionState: Sendable {
     /// Slots changed since the last checkpoint, and customers evicted since then.
     var dirty: [Int32] = []
     var removed: [String] = []
+    /// Erased customers: keyed hash of the id -> erasure time. Older events of theirs are dropped,
+    /// so a replay cannot bring them back; the id itself is not kept.
+    public internal(set) var erased: [UInt64: Int64] = [:]
+    /// Erasures since the last checkpoint.
+    var newlyErased: [(UInt64, Int64)] = []
     public init() {}
 
     public var customerCount: Int { index.count }
@@ -142,12 +157,14 @@ public final class Engine {
     public internal(set) var partitions: [PartitionID: PartitionState] = [:]
     private let ruleVersions: [String]
     private let segmentNames: [String]
+    private let erasureSeed: UInt64
 
     public init(config: EngineConfig = EngineConfig()) {
         self.config = config
         self.channels = ChannelTable(config.aggregates)
         self.ruleVersions = config.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
         self.segmentNames = config.segments.segments.map(\.name)
+        self.erasureSeed = StableHash.hash64(Array("tidepool-erasure:".utf8) + Array(config.erasureKey.utf8))
     }
 
     public convenience init(firstPurchase: FirstPurchaseRule) {
@@ -195,6 +212,22 @@ public final class Engine {
             let late = e.timestampMs < ps.streamTimeMs
             advance(&ps, to: ps.maxEventTimeMs - config.latenessMs, emit: emit)
             if late { ps.stats.late += 1 }
+
+            // Erasure: the customer leaves memory and every segment; only a keyed hash remains.
+            let erasureKey = self.keyedHash(e.customerID)
+            if e.type == .erase {
+                if let s = ps.index[e.customerID] { self.remove(&ps, slot: Int(s)) }
+                let at = max(e.timestampMs, ps.erased[erasureKey] ?? .min)
+                ps.erased[erasureKey] = at
+                ps.newlyErased.append((erasureKey, at))
+                ps.stats.erased += 1
+                emit(.erased(customerID: e.customerID))
+                return
+            }
+            if let at = ps.erased[erasureKey], e.timestampMs <= at {
+                ps.stats.droppedAfterErasure += 1
+                return
+            }
 
             let slot = self.slot(for: e.customerID, in: &ps)
             // 2. Evaluation time never goes backwards for a customer, and never before stream time:
@@ -323,8 +356,19 @@ public final class Engine {
     }
 
     private func evict(_ ps: inout PartitionState, slot: Int) {
+        remove(&ps, slot: slot)
+        ps.stats.evicted += 1
+    }
+
+    /// Keyed hash of a customer id for the erasure list (key: `EngineConfig.erasureKey`).
+    public func keyedHash(_ id: String) -> UInt64 {
+        StableHash.hash64(id.utf8, seed: erasureSeed)
+    }
+
+    /// A customer leaves memory, and with it every segment (sizes follow); the next checkpoint
+    /// deletes its row.
+    private func remove(_ ps: inout PartitionState, slot: Int) {
         ps.removed.append(ps.ids[slot])
-        // An evicted customer leaves memory and with it every segment; sizes follow.
         let m = ps.customers[slot].memberships
         for i in ps.stats.segmentSizes.indices where m & (1 << UInt64(i)) != 0 { ps.stats.segmentSizes[i] -= 1 }
         ps.index[ps.ids[slot]] = nil
@@ -332,7 +376,6 @@ public final class Engine {
         ps.customers[slot] = CustomerRecord()
         ps.customers[slot].live = false
         ps.free.append(Int32(slot))
-        ps.stats.evicted += 1
     }
 
     @inline(__always)

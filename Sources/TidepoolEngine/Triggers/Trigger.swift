@@ -93,7 +93,7 @@ public struct TriggerEncoder {
     }
 
     /// A JSON string literal with the escapes RFC 8259 requires.
-    func str(_ s: String, _ out: inout [UInt8]) {
+    public func str(_ s: String, _ out: inout [UInt8]) {
         out.append(0x22)
         for b in s.utf8 {
             switch b {
