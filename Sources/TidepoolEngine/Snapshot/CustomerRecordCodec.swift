@@ -11,7 +11,9 @@ public enum CustomerRecordCodec {
     public static func encode(_ r: CustomerRecord, into out: inout [UInt8]) {
         out.removeAll(keepingCapacity: true)
         let a = r.aggregates
-        var w = ByteWriter(out: out)
+        // Move the buffer into the writer (and back at the end) so that appends never copy it.
+        var w = ByteWriter(out: [])
+        swap(&w.out, &out)
         w.u8(version)
         w.i64(a.lifetimeEvents); w.i64(a.lifetimeOrders); w.i64(a.lifetimeSpend)
         w.i64(a.ownedEvents); w.i64(a.platformEvents)
@@ -26,7 +28,7 @@ public enum CustomerRecordCodec {
         for f in a.firstLast { w.u8(f.key); w.i64(f.first); w.i64(f.last) }
         w.u32(UInt32(a.recentIDs.count))
         for (h, ts) in a.recentIDs { w.u64(h); w.i64(ts) }
-        out = w.out
+        swap(&w.out, &out)
     }
 
     public static func encode(_ r: CustomerRecord) -> [UInt8] {

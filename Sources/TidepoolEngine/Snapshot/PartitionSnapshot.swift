@@ -21,11 +21,24 @@ extension Engine {
         partitions[p] = nil  // unique ownership: edit in place, no copy of the customer table
         var upserts: [(String, [UInt8])] = []
         upserts.reserveCapacity(ps.dirty.count)
+        var scratch: [UInt8] = []
+        scratch.reserveCapacity(4096)
         for slot in ps.dirty {
             let s = Int(slot)
             guard ps.customers[s].dirty else { continue }
             ps.customers[s].dirty = false
-            if ps.customers[s].live { upserts.append((ps.ids[s], CustomerRecordCodec.encode(ps.customers[s]))) }
+            if ps.customers[s].live {
+                CustomerRecordCodec.encode(ps.customers[s], into: &scratch)
+                // One exact-size allocation per customer (Array(scratch) would share the scratch
+                // buffer, and the next encode would then allocate a full-capacity copy).
+                let blob = scratch.withUnsafeBufferPointer { src in
+                    [UInt8](unsafeUninitializedCapacity: src.count) { dst, n in
+                        _ = dst.initialize(from: src)
+                        n = src.count
+                    }
+                }
+                upserts.append((ps.ids[s], blob))
+            }
         }
         let snapshot = PartitionSnapshot(partition: p, maxEventTimeMs: ps.maxEventTimeMs, streamTimeMs: ps.streamTimeMs,
                                          stats: ps.stats, upserts: upserts, removed: ps.removed, erased: ps.newlyErased)
