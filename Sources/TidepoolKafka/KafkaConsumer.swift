@@ -203,6 +203,17 @@ public final class KafkaConsumer {
         }
     }
 
+    /// Commits exactly these offsets (next offsets to read) synchronously, skipping partitions this
+    /// member no longer owns: their new owner commits for them now.
+    public func commit(_ offsets: [TopicPartitionOffset]) throws {
+        let mine = offsets.filter { assignment.contains(TopicPartitionKey(topic: $0.topic, partition: $0.partition)) }
+        guard !mine.isEmpty else { return }
+        let list = partitionList(mine)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let err = rd_kafka_commit(rk, list, 0)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET { throw KafkaError(err, "commit") }
+    }
+
     /// The group's committed offsets for `partitions` (offset -1001 when none).
     public func committed(_ partitions: [TopicPartitionKey], timeoutMs: Int32 = 5000) throws -> [TopicPartitionOffset] {
         let list = partitionList(partitions.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: -1001) })

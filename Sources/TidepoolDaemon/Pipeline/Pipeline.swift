@@ -28,7 +28,7 @@ public final class Pipeline: RebalanceListener {
     private var currentSeq: UInt = 0
     private var deliveryFailure: KafkaError?
     private var outBuffer: [UInt8] = []
-    private var store: CheckpointStore?
+    private var writer: CheckpointWriter?
     /// Next input offset per partition that the in-memory state reflects.
     private var nextOffsets: [PartitionID: Int64] = [:]
     private var lastCheckpointNs: UInt64 = 0
@@ -69,8 +69,9 @@ public final class Pipeline: RebalanceListener {
     /// (bad librdkafka properties, subscription failure).
     public func run() throws -> Outcome {
         if !config.state.path.isEmpty {
-            store = try CheckpointStore(path: config.state.path, configVersion: config.ruleVersion)
-            if let old = store?.storedConfigVersion, old != config.ruleVersion {
+            let store = try CheckpointStore(path: config.state.path, configVersion: config.ruleVersion)
+            writer = CheckpointWriter(store: store)
+            if let old = store.storedConfigVersion, old != config.ruleVersion {
                 logger.notice("rules changed since the checkpoint was written; memberships are re-evaluated as customers are seen",
                               metadata: ["checkpoint": "\(config.state.path)"])
             }
@@ -92,8 +93,11 @@ public final class Pipeline: RebalanceListener {
             consumer.poll(timeoutMs: timeout) { msg in handle(msg, nowMs: now) }
             endRun()
             if config.idleAdvance { advanceIdlePartitions(wallMs: now) }
-            if store != nil && WallClock.monotonicNs() - lastCheckpointNs >= UInt64(config.state.checkpointIntervalMs) * 1_000_000 {
-                drainAndCommit(deadlineMs: config.shutdown.deadlineMs)
+            if let writer {
+                if let c = writer.poll() { checkpointCompleted(c) }
+                if !writer.inFlight && WallClock.monotonicNs() - lastCheckpointNs >= UInt64(config.state.checkpointIntervalMs) * 1_000_000 {
+                    startCheckpoint(synchronous: false)
+                }
             }
             tracker.close()
             producer.poll(timeoutMs: 0)
@@ -255,8 +259,25 @@ public final class Pipeline: RebalanceListener {
         }
     }
 
-    /// Waits for every produced record, stores and commits their offsets.
+    /// Waits for every produced record, stores and commits their offsets; with checkpoints, first
+    /// writes one (synchronously) and commits what it covers.
     private func drainAndCommit(deadlineMs: Int64) {
+        if let writer {
+            if let c = writer.wait() { checkpointCompleted(c) }
+            startCheckpoint(synchronous: true, deadlineMs: deadlineMs)
+            return
+        }
+        flushOutput(deadlineMs: deadlineMs)
+        guard deliveryFailure == nil else { return }
+        do {
+            try consumer.commitStored()
+            counters.commits += 1
+        } catch {
+            logger.warning("commit failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func flushOutput(deadlineMs: Int64) {
         do {
             try producer.flush(timeoutMs: Int32(clamping: deadlineMs))
         } catch {
@@ -264,29 +285,45 @@ public final class Pipeline: RebalanceListener {
                          metadata: ["error": "\(error)"])
         }
         storeCompleted()
+    }
+
+    /// Takes a checkpoint of every partition held: flush (every trigger acknowledged), snapshot the
+    /// changed customers (the only part that stalls processing when asynchronous), then write it
+    /// on the writer thread. Kafka offsets are committed when the write has completed.
+    private func startCheckpoint(synchronous: Bool, deadlineMs: Int64 = 20_000) {
+        guard let writer else { return }
+        let started = WallClock.monotonicNs()
+        lastCheckpointNs = started
+        flushOutput(deadlineMs: deadlineMs)
         guard deliveryFailure == nil else { return }
-        if let store {
-            // Checkpoint every assigned partition, then commit: Kafka's committed offsets never run
-            // ahead of the state on disk.
-            lastCheckpointNs = WallClock.monotonicNs()
-            let started = lastCheckpointNs
-            var snapshots: [(PartitionSnapshot, nextOffset: Int64)] = []
-            for p in engine.partitions.keys.sorted(by: { ($0.topic, $0.partition) < ($1.topic, $1.partition) }) {
-                guard let s = engine.takeCheckpoint(p) else { continue }
-                if let next = nextOffsets[p] { snapshots.append((s, nextOffset: next)) }
-            }
-            do {
-                try store.write(snapshots)
-                counters.checkpoints += 1
-                counters.lastCheckpointMs = Double(WallClock.monotonicNs() - started) / 1e6
-            } catch {
-                counters.checkpointFailures += 1
-                logger.error("checkpoint failed; offsets not committed", metadata: ["error": "\(error)"])
-                return
-            }
+        var snapshots: [(PartitionSnapshot, nextOffset: Int64)] = []
+        for p in engine.partitions.keys.sorted(by: { ($0.topic, $0.partition) < ($1.topic, $1.partition) }) {
+            guard let s = engine.takeCheckpoint(p) else { continue }
+            if let next = nextOffsets[p] { snapshots.append((s, nextOffset: next)) }
         }
+        let offsets = snapshots.map { TopicPartitionOffset(topic: $0.0.partition.topic, partition: $0.0.partition.partition, offset: $0.nextOffset) }
+        writer.submit(snapshots, offsets: offsets)
+        let stallMs = Double(WallClock.monotonicNs() - started) / 1e6
+        counters.lastCheckpointStallMs = stallMs
+        counters.maxCheckpointStallMs = max(counters.maxCheckpointStallMs, stallMs)
+        if synchronous, let c = writer.wait() { checkpointCompleted(c) }
+    }
+
+    private func checkpointCompleted(_ c: CheckpointWriter.Completed) {
+        if let error = c.error {
+            // The snapshot's customers are no longer marked changed: continuing would let a later
+            // checkpoint claim offsets whose state is not on disk. Stop; a restart replays from the
+            // last good checkpoint.
+            counters.checkpointFailures += 1
+            logger.critical("checkpoint write failed; stopping without committing", metadata: ["error": "\(error)"])
+            fatalError = "checkpoint write failed: \(error)"
+            requestStop()
+            return
+        }
+        counters.checkpoints += 1
+        counters.lastCheckpointMs = c.writeMs
         do {
-            try consumer.commitStored()
+            try consumer.commit(c.offsets)
             counters.commits += 1
         } catch {
             logger.warning("commit failed", metadata: ["error": "\(error)"])
@@ -341,9 +378,11 @@ public final class Pipeline: RebalanceListener {
             let p = PartitionID(topic: tp.topic, partition: tp.partition)
             engine.assign(p)
             var start = tp.offset  // INVALID: resume from the group's committed offset
-            if let store {
+            if let writer {
+                // The connection is the writer's while a write is in flight.
+                if let c = writer.wait() { checkpointCompleted(c) }
                 do {
-                    if let next = try store.restore(p, into: engine) {
+                    if let next = try writer.store.restore(p, into: engine) {
                         start = next
                         nextOffsets[p] = next
                     }
@@ -358,7 +397,7 @@ public final class Pipeline: RebalanceListener {
         }
         logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))",
                                                      "restored_customers": "\(engine.customerCount)"])
-        return store == nil ? nil : seeks
+        return writer == nil ? nil : seeks
     }
 
     public func partitionsRevoked(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {

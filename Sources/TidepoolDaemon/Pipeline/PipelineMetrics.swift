@@ -30,8 +30,11 @@ public struct PipelineCounters: Sendable, Equatable {
     public var commits: Int64 = 0
     public var checkpoints: Int64 = 0
     public var checkpointFailures: Int64 = 0
-    /// Duration of the last checkpoint write, ms.
+    /// Duration of the last checkpoint write (on the writer thread), ms.
     public var lastCheckpointMs: Double = 0
+    /// How long taking a checkpoint stopped processing (flush + snapshot), last and longest, ms.
+    public var lastCheckpointStallMs: Double = 0
+    public var maxCheckpointStallMs: Double = 0
 
     public init() {}
 

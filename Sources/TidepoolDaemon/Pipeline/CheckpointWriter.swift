@@ -1,0 +1,55 @@
+import Foundation
+import Synchronization
+import TidepoolEngine
+import TidepoolKafka
+import TidepoolStore
+
+/// Writes checkpoints on a thread of their own, so processing stalls only for taking the
+/// snapshot (encoding the changed customers), not for the SQLite transaction. One write is in
+/// flight at a time; the pipeline commits its Kafka offsets when the write has completed.
+/// The SQLite connection is used by one thread at a time: restores `wait()` first.
+final class CheckpointWriter: @unchecked Sendable {
+    struct Completed {
+        var offsets: [TopicPartitionOffset]
+        var error: Error?
+        var writeMs: Double
+    }
+
+    let store: CheckpointStore
+    private let queue = DispatchQueue(label: "tidepool-checkpoint-writer")
+    private let finished = Mutex<Completed?>(nil)
+    private let done = DispatchSemaphore(value: 0)
+    private(set) var inFlight = false
+
+    init(store: CheckpointStore) { self.store = store }
+
+    /// Starts writing `snapshots`; `offsets` are what the pipeline may commit once it succeeded.
+    func submit(_ snapshots: [(PartitionSnapshot, nextOffset: Int64)], offsets: [TopicPartitionOffset]) {
+        precondition(!inFlight, "one checkpoint write at a time")
+        inFlight = true
+        queue.async { [self] in
+            let t0 = WallClock.monotonicNs()
+            var err: Error? = nil
+            do { try store.write(snapshots) } catch { err = error }
+            let c = Completed(offsets: offsets, error: err, writeMs: Double(WallClock.monotonicNs() - t0) / 1e6)
+            finished.withLock { $0 = c }
+            done.signal()
+        }
+    }
+
+    /// The completed write, if it has completed (never blocks).
+    func poll() -> Completed? {
+        guard inFlight, let c = finished.withLock({ v -> Completed? in let c = v; v = nil; return c }) else { return nil }
+        done.wait()  // consume the signal that came with it
+        inFlight = false
+        return c
+    }
+
+    /// Waits for the write in flight, if any.
+    func wait() -> Completed? {
+        guard inFlight else { return nil }
+        done.wait()
+        inFlight = false
+        return finished.withLock { v -> Completed? in let c = v; v = nil; return c }
+    }
+}
