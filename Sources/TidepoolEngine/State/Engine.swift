@@ -158,12 +158,14 @@ public final class Engine {
     private let ruleVersions: [String]
     private let segmentNames: [String]
     private let erasureSeed: UInt64
+    private let usesLifecycle: Bool
 
     public init(config: EngineConfig = EngineConfig()) {
         self.config = config
         self.channels = ChannelTable(config.aggregates)
         self.ruleVersions = config.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
         self.segmentNames = config.segments.segments.map(\.name)
+        self.usesLifecycle = config.segments.allTerms.recalledForMs != nil
         self.erasureSeed = StableHash.hash64(Array("tidepool-erasure:".utf8) + Array(config.erasureKey.utf8))
     }
 
@@ -214,8 +216,8 @@ public final class Engine {
             if late { ps.stats.late += 1 }
 
             // Erasure: the customer leaves memory and every segment; only a keyed hash remains.
-            let erasureKey = self.keyedHash(e.customerID)
             if e.type == .erase {
+                let erasureKey = self.keyedHash(e.customerID)
                 if let s = ps.index[e.customerID] { self.remove(&ps, slot: Int(s)) }
                 let at = max(e.timestampMs, ps.erased[erasureKey] ?? .min)
                 ps.erased[erasureKey] = at
@@ -224,7 +226,8 @@ public final class Engine {
                 emit(.erased(customerID: e.customerID))
                 return
             }
-            if let at = ps.erased[erasureKey], e.timestampMs <= at {
+            // Only hash the id when someone in this partition was erased (the common case: nobody).
+            if !ps.erased.isEmpty, let at = ps.erased[self.keyedHash(e.customerID)], e.timestampMs <= at {
                 ps.stats.droppedAfterErasure += 1
                 return
             }
@@ -242,8 +245,12 @@ public final class Engine {
             // 4. The event itself.
             let orderKey = (e.type == .purchase || e.type == .refund || e.type == .cancel)
                 ? e.properties?.string(forKey: "order_id").map { StableHash.hash64($0.utf8) } : nil
-            let stageBefore = LifecycleStage.of(ps.customers[slot].aggregates, returnedAtMs: ps.customers[slot].returnedAtMs,
-                                                at: evalAt, config.segments.models)
+            // The lifecycle's `recalled` stage needs to know when a dormant customer came back;
+            // skip the work when no rule uses lifecycle().
+            let stageBefore = usesLifecycle
+                ? LifecycleStage.of(ps.customers[slot].aggregates, returnedAtMs: ps.customers[slot].returnedAtMs,
+                                    at: evalAt, config.segments.models)
+                : nil
             let outcome = ps.customers[slot].aggregates.apply(
                 e, channel: channels.index(of: e.channel), orderKey: orderKey, eventKey: StableHash.hash64(e.eventID.utf8),
                 streamTimeMs: max(ps.streamTimeMs, e.timestampMs), config: config.aggregates, channels: channels)
