@@ -223,21 +223,6 @@ public final class KafkaConsumer {
         return items(of: list)
     }
 
-    /// Low and high watermarks as last reported by fetches (no broker round trip).
-    public func cachedWatermarks(topic: String, partition: Int32) -> (low: Int64, high: Int64)? {
-        var lo: Int64 = -1, hi: Int64 = -1
-        let err = rd_kafka_get_watermark_offsets(rk, topic, partition, &lo, &hi)
-        return err == RD_KAFKA_RESP_ERR_NO_ERROR ? (lo, hi) : nil
-    }
-
-    /// Current position (next offset to be delivered) per assigned partition.
-    public func positions() -> [TopicPartitionOffset] {
-        let list = partitionList(assignment.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: -1001) })
-        defer { rd_kafka_topic_partition_list_destroy(list) }
-        _ = rd_kafka_position(rk, list)
-        return items(of: list)
-    }
-
     /// Leaves the group: the listener sees the final revoke, then the handle closes.
     public func close() {
         guard !closed else { return }

@@ -75,3 +75,14 @@ final class EngineTests: XCTestCase {
 }
 
 import Foundation
+
+final class RawJSONObjectTests: XCTestCase {
+    func testStringLookupSkipsOtherValuesAndHandlesEscapedNames() {
+        let o = RawJSONObject(validated: Array(#"{"a":{"order_id":"nested"},"n":3,"order\u005fid":"o-1","z":"x"}"#.utf8))
+        XCTAssertEqual(o.string(forKey: "order_id"), "o-1")
+        XCTAssertEqual(o.string(forKey: "z"), "x")
+        XCTAssertNil(o.string(forKey: "n"), "not a string")
+        XCTAssertNil(o.string(forKey: "missing"))
+        XCTAssertNil(RawJSONObject(validated: Array("{}".utf8)).string(forKey: "a"))
+    }
+}

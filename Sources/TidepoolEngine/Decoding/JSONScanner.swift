@@ -303,9 +303,32 @@ struct JSONScanner {
 
     // MARK: - Lookups on already-validated objects (RawJSONObject)
 
+    /// The string value of one top-level member. Member names are compared in place; only the
+    /// value found becomes a String (this runs for every purchase and refund: `order_id`).
     mutating func lookupTopLevelString(key: [UInt8]) throws(DecodeFailure) -> String? {
-        for (k, v) in try topLevelStringMembers() where Array(k.utf8) == key { return v }
-        return nil
+        try expect(0x7B, "'{'")
+        skipWS()
+        if peek() == 0x7D { return nil }
+        while true {
+            skipWS()
+            guard peek() == 0x22 else { throw syntax("a member name") }
+            let k = try scanString()
+            try expect(0x3A, "':'")
+            skipWS()
+            let matches = k.escaped
+                ? Array(string(k).utf8) == key
+                : k.length == key.count
+                    && key.withUnsafeBufferPointer { kb in kb.isEmpty || memEqual(UnsafeRawPointer(kb.baseAddress!), base + k.start, k.length) }
+            if peek() == 0x22 {
+                let v = try scanString()
+                if matches { return string(v) }
+            } else {
+                try skipValue(depth: 1)
+            }
+            skipWS()
+            if peek() == 0x2C { i += 1; continue }
+            return nil
+        }
     }
 
     mutating func topLevelStringMembers() throws(DecodeFailure) -> [(key: String, value: String)] {
