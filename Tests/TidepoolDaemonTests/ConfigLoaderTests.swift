@@ -1,4 +1,5 @@
 @testable import TidepoolDaemon
+import TidepoolEngine
 import XCTest
 
 final class ConfigLoaderTests: XCTestCase {
@@ -23,8 +24,65 @@ final class ConfigLoaderTests: XCTestCase {
             .deletingLastPathComponent().appendingPathComponent("deploy/tidepool.example.yaml")
         var example = try ConfigLoader.load(path: url.path)
         XCTAssertEqual(example.segments.map(\.name), ["repeat_buyer", "lapsed_visitor", "winback", "big_spender", "platform_heavy", "vip_at_risk", "dormant"])
+        XCTAssertEqual(example.campaigns.map(\.name), ["winback_dormant", "cart_rescue", "dormant_hello"])
+        XCTAssertEqual(example.allSegments.last?.name, "lifecycle_dormant")
         example.segments = []
-        XCTAssertEqual(example, TidepoolConfig(), "apart from its example segments, the example documents the defaults")
+        example.campaigns = []
+        XCTAssertEqual(example, TidepoolConfig(), "apart from its example segments and campaigns, the example documents the defaults")
+    }
+
+    func testCampaignsAndContactPolicy() throws {
+        let c = try load("""
+        segments:
+          lapsed: "since(last()) > 14d"
+        campaigns:
+          nudge:
+            on: {segment_entered: lapsed}
+            delay: 2h
+            condition: "orders() >= 1"
+            channels: [sms, wecom]
+            holdout: 2.5%
+            priority: 3
+          cart:
+            on: {event: add_to_cart, channel: app}
+            channels: [wecom]
+            quiet_hours: false
+        contact_policy:
+          caps:
+            - {channel: sms, max: 1, per: 30d}
+            - {max: 2, per: 7d}
+          quiet_hours: "22:30-08:00"
+          default_time_zone: "+07:00"
+          opt_in_channels: [sms]
+        """)
+        XCTAssertEqual(c.campaigns.count, 2)
+        XCTAssertEqual(c.campaigns[0].start, .segmentEntered("lapsed"))
+        XCTAssertEqual(c.campaigns[0].delayMs, 7_200_000)
+        XCTAssertEqual(c.campaigns[0].holdoutBasisPoints, 250)
+        XCTAssertEqual(c.campaigns[0].channels, ["sms", "wecom"])
+        XCTAssertEqual(c.campaigns[1].start, .event(.addToCart, channel: "app"))
+        XCTAssertFalse(c.campaigns[1].respectsQuietHours)
+        XCTAssertEqual(c.contactPolicy.caps, [ContactPolicy.Cap(channel: "sms", max: 1, windowMs: 30 * 86_400_000),
+                                              ContactPolicy.Cap(channel: nil, max: 2, windowMs: 7 * 86_400_000)])
+        XCTAssertEqual(c.contactPolicy.quietStartMinute, 22 * 60 + 30)
+        XCTAssertEqual(c.contactPolicy.quietEndMinute, 8 * 60)
+        XCTAssertEqual(c.contactPolicy.defaultTimeZone, "+07:00")
+        XCTAssertFalse(try c.engineConfig().campaigns.isEmpty)
+    }
+
+    func testCampaignErrorsNameTheLine() {
+        expectError("campaigns:\n  x:\n    on: {segment_entered: nope}\n    channels: [wecom]\n",
+                    line: 2, column: 3, contains: "campaign 'x': no segment named 'nope'")
+        expectError("campaigns:\n  x:\n    on: {event: add_to_cart}\n    channels: [pager]\n",
+                    line: 2, column: 3, contains: "channel 'pager' is not in aggregates")
+        expectError("campaigns:\n  x:\n    on: {event: add_to_cart}\n    channels: [wecom]\n    holdout: 0.5\n",
+                    line: 5, column: 14, contains: "percentage")
+        expectError("campaigns:\n  x:\n    on: {event: add_to_cart}\n    channels: [wecom]\n    condition: \"count(purchase, 1d) >\"\n",
+                    line: 5, column: 38, contains: "campaign 'x'")
+        expectError("campaigns:\n  x:\n    on: {lifecycle: sleepy}\n    channels: [wecom]\n",
+                    line: 3, column: 21, contains: "unknown lifecycle stage 'sleepy'")
+        expectError("contact_policy:\n  quiet_hours: 9pm-9am\n", line: 2, column: 16, contains: "HH:MM-HH:MM")
+        expectError("contact_policy:\n  default_time_zone: Mars/Olympus\n", line: 2, column: 22, contains: "unknown time zone")
     }
 
     func testValuesAndPassThroughProperties() throws {

@@ -183,6 +183,7 @@ final class DecoderTests: XCTestCase {
         for t in EventType.allCases {
             var set = [("type", "\"\(t.name)\"")]
             if t == .purchase || t == .refund { set += [("amount", "1"), ("currency", #""CNY""#)] }
+            if t == .consent { set += [("properties", #"{"status":"granted"}"#)] }
             let e = try XCTUnwrap(accept(Self.event(set)), t.name)
             XCTAssertEqual(e.type, t)
             XCTAssertEqual(EventType(name: t.name), t)
@@ -516,7 +517,8 @@ final class DecoderTests: XCTestCase {
                        + #""reason":{"kind":"first_purchase","detail":"first purchase of 129.90 CNY on tmall","#
                        + #""event_id":"evt-20261122-000123"},"fired_at":"2026-11-22T08:53:07.123Z","#
                        + #""emitted_at":"2026-11-22T08:53:07.535Z","expires_at":"2026-11-25T08:53:07.123Z","#
-                       + #""snapshot":{"orders":1,"spend":129.90,"first_seen":"2026-11-22T08:53:07.123Z"}}"#)
+                       + #""snapshot":{"orders":1,"spend":129.90,"first_seen":"2026-11-22T08:53:07.123Z"},"#
+                       + #""outcome":"sent","outcome_reason":null}"#)
         // Strings are escaped.
         var t2 = t
         t2.customerID = "q\"b\\n\nt\t\u{1}é"
@@ -524,7 +526,15 @@ final class DecoderTests: XCTestCase {
         TriggerEncoder().encode(t2, emittedAtMs: 0, into: &out)
         let text = String(decoding: out, as: UTF8.self)
         XCTAssertTrue(text.contains(#""customer_id":"q\"b\\n\nt\t\u0001é""#), text)
-        XCTAssertTrue(text.contains(#""snapshot":{"seg\"ment":"v\u001f"}}"#), text)
+        XCTAssertTrue(text.contains(#""snapshot":{"seg\"ment":"v\u001f"},"#), text)
+        // A decision that was not sent, caused by time alone.
+        t2.causeEventID = nil
+        t2.outcome = .capped
+        t2.outcomeReason = "capped"
+        TriggerEncoder().encode(t2, emittedAtMs: 0, into: &out)
+        let capped = String(decoding: out, as: UTF8.self)
+        XCTAssertTrue(capped.contains(#""event_id":null}"#), capped)
+        XCTAssertTrue(capped.hasSuffix(#""outcome":"capped","outcome_reason":"capped"}"#), capped)
     }
 
     // MARK: - Rejections, one reason at a time
@@ -689,6 +699,14 @@ final class DecoderTests: XCTestCase {
         XCTAssertNotNil(accept(Self.event([("type", #""cancel""#)])))
         XCTAssertEqual(accept(Self.event([("currency", #""CNY""#)]))?.currency, "CNY")
         XCTAssertNil(accept(Self.event([("currency", #""CNY""#)]))?.amount)
+    }
+
+    func testConsentNeedsAStatus() {
+        reject(Self.event([("type", #""consent""#)]), .missingField, field: "properties.status")
+        reject(Self.event([("type", #""consent""#), ("properties", #"{"channel":"sms"}"#)]), .missingField, field: "properties.status")
+        reject(Self.event([("type", #""consent""#), ("properties", #"{"status":"maybe"}"#)]), .invalidValue, field: "properties.status")
+        let e = accept(Self.event([("type", #""consent""#), ("properties", #"{"status":"withdrawn","channel":"sms"}"#)]))
+        XCTAssertEqual(e?.properties?.string(forKey: "status"), "withdrawn")
     }
 
     func testWrongTypes() {

@@ -276,3 +276,82 @@ def test_systemd_notify_ready_watchdog_stopping(broker, tmp_path):
             proc.kill()
         sock.close()
         log.close()
+
+
+def test_winback_fires_for_customers_who_go_dormant(broker, tmp_path):
+    """Customers who stop sending events enter a dormant segment by the passing of time alone
+    (the daemon advances idle partitions with the wall clock), and a winback campaign contacts
+    them; a customer who withdrew consent is recorded on the suppressed topic instead; customers
+    who keep coming back are never contacted."""
+    schema = json.loads((ROOT / "schemas" / "trigger-event.v1.schema.json").read_text())
+    suppressed_topic = "tidepool.suppressed"
+    config = tmp_path / "tidepool.yaml"
+    write_config(config, broker, tmp_path / "state.sqlite")
+    with open(config, "a") as f:
+        f.write(f"""
+time:
+  allowed_lateness: 1s
+  idle_advance: true
+segments:
+  dormant: "since(last()) > 6s"
+campaigns:
+  winback:
+    on: {{segment_entered: dormant}}
+    channels: [wecom, sms]
+    cooldown: 30d
+    snapshot: ["since(last())", "count(page_view, 1d)"]
+contact_policy:
+  quiet_hours: none
+""")
+    text = config.read_text().replace(f"dead_letter_topic: {DLQ}", f"dead_letter_topic: {DLQ}\n  suppressed_topic: {suppressed_topic}")
+    config.write_text(text)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+
+    quiet = [f"w-{n}" for n in range(10)]
+    records = [(c, event(f"pv-{c}", c, "page_view")) for c in quiet]
+    # w-9 withdraws consent on wecom; sms needs an explicit opt-in, so nothing is left.
+    records.append(("w-9", event("consent-w-9", "w-9", "consent", channel="wecom", properties={"status": "withdrawn"})))
+    started = now_ms()
+    produce(broker, records)
+    # Three customers keep visiting every second for 12 seconds: never 6 s without an event.
+    active = [f"a-{n}" for n in range(3)]
+    for i in range(12):
+        produce(broker, [(c, event(f"pv-{c}-{i}", c, "page_view")) for c in active])
+        time.sleep(1)
+    last_active = now_ms()
+
+    sent = read_topic(broker, TRIGGERS, 9, timeout=60)
+    # The active customers go dormant too once they stop, but never while they were visiting.
+    for m in sent:
+        d = json.loads(m.value())
+        if d["customer_id"].startswith("a-"):
+            assert datetime_ms(d["fired_at"]) >= last_active - 1000 + 6000, d
+    docs = [json.loads(m.value(), parse_float=decimal.Decimal) for m in sent if not m.key().startswith(b"a-")]
+    for d in docs:
+        jsonschema.validate(d, schema)
+        assert d["campaign"] == "winback" and d["outcome"] == "sent" and d["channel"] == "wecom"
+        assert d["reason"]["kind"] == "segment_entered" and d["reason"]["event_id"] is None
+        assert d["snapshot"]["count(page_view, 1d)"] == 1
+    assert sorted(d["customer_id"] for d in docs) == quiet[:9]
+    for d in docs:
+        fired = int(datetime_ms(d["fired_at"]))
+        assert fired - started >= 6000, (d, started)
+
+    held = read_topic(broker, suppressed_topic, 1, timeout=30)
+    assert len(held) == 1
+    s = json.loads(held[0].value())
+    jsonschema.validate(s, schema)
+    assert (s["customer_id"], s["outcome"], s["outcome_reason"]) == ("w-9", "suppressed", "no_consent")
+
+    assert daemon.stop() == 0
+    # Each customer contacted at most once (cooldown 30d), whatever the timing of the stop.
+    everything = read_topic(broker, TRIGGERS, topic_total(broker, TRIGGERS))
+    ids = [json.loads(m.value())["customer_id"] for m in everything]
+    assert len(ids) == len(set(ids)) and set(quiet[:9]) <= set(ids) and set(ids) <= set(quiet[:9]) | set(active)
+    assert topic_total(broker, suppressed_topic) == 1
+
+
+def datetime_ms(text):
+    import datetime
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000

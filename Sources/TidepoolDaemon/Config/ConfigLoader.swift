@@ -168,6 +168,10 @@ public struct ConfigLoader {
                                                              continuationIndent: block ? origin.column - 1 : 0))
                 }
                 guard config.segments.count <= 64 else { throw error(v, "at most 64 segments") }
+            case "campaigns":
+                for (k2, v2) in try mapping(v, "campaigns") { config.campaigns.append(try campaign(k2, v2, lines)) }
+            case "contact_policy":
+                config.contactPolicy = try contactPolicy(v)
             case "shutdown":
                 for (k2, v2) in try mapping(v, "shutdown") {
                     switch k2.string ?? "" {
@@ -189,7 +193,8 @@ public struct ConfigLoader {
                 }
             default:
                 throw unknown(k, in: "the top level", known: ["kafka", "decoding", "processing", "first_purchase", "aggregates",
-                                                               "models", "state", "privacy", "time", "customers", "segments", "shutdown", "log"])
+                                                               "models", "state", "privacy", "time", "customers", "segments", "campaigns",
+                                                               "contact_policy", "shutdown", "log"])
             }
         }
         if config.models.lookbackMs > (config.aggregates.windowsMs.max() ?? 0) {
@@ -206,6 +211,9 @@ public struct ConfigLoader {
         } catch let e as SegmentError {
             throw ConfigError(file: file, line: e.error.location.line, column: e.error.location.column,
                               message: "segment '\(e.segment)': \(e.error.message)")
+        } catch let e as CampaignError {
+            throw ConfigError(file: file, line: e.location.line, column: e.location.column,
+                              message: e.campaign.isEmpty ? e.message : "campaign '\(e.campaign)': \(e.message)")
         }
         return config
     }
@@ -220,6 +228,7 @@ public struct ConfigLoader {
                 kafka.inputTopics = try seq.map { try string($0) }
             case "trigger_topic": kafka.triggerTopic = try string(v)
             case "dead_letter_topic": kafka.deadLetterTopic = try string(v)
+            case "suppressed_topic": kafka.suppressedTopic = try string(v)
             case "properties": kafka.properties = try properties(v, "kafka.properties")
             case "consumer":
                 kafka.consumer = try properties(v, "kafka.consumer")
@@ -229,9 +238,136 @@ public struct ConfigLoader {
             case "producer": kafka.producer = try properties(v, "kafka.producer")
             default:
                 throw unknown(k, in: "kafka", known: ["bootstrap_servers", "group_id", "input_topics", "trigger_topic",
-                                                       "dead_letter_topic", "properties", "consumer", "producer"])
+                                                       "dead_letter_topic", "suppressed_topic", "properties", "consumer", "producer"])
             }
         }
+    }
+
+    // MARK: - Campaigns
+
+    private func campaign(_ k: Node, _ v: Node, _ lines: [Substring]) throws -> CampaignDefinition {
+        let name = try token(k)
+        let known = ["on", "delay", "condition", "channels", "cooldown", "priority", "holdout", "ttl", "quiet_hours", "snapshot"]
+        let fields = try mapping(v, "campaign '\(name)'")
+        guard let on = fields.first(where: { $0.0.string == "on" })?.1 else { throw error(k, "campaign '\(name)' needs on: (what starts it)") }
+        guard let chNode = fields.first(where: { $0.0.string == "channels" })?.1 else {
+            throw error(k, "campaign '\(name)' needs channels: (a list, most preferred first)")
+        }
+        var d = CampaignDefinition(name: name, start: try campaignStart(on, name), channels: try tokens(chNode, "channels"))
+        d.origin = SourceLocation(line: k.mark?.line ?? 1, column: k.mark?.column ?? 1)
+        for (k2, v2) in fields {
+            switch k2.string ?? "" {
+            case "on", "channels": break
+            case "delay": d.delayMs = try duration(v2)
+            case "condition":
+                guard case .scalar(let sc) = v2 else { throw error(v2, "condition must be a rule text") }
+                d.condition = sc.string
+                d.conditionOrigin = ruleOrigin(sc, lines)
+                d.conditionIndent = sc.style == .literal || sc.style == .folded ? d.conditionOrigin.column - 1 : 0
+            case "cooldown": d.cooldownMs = try duration(v2)
+            case "priority": d.priority = try int(v2, min: -1000, max: 1000)
+            case "holdout": d.holdoutBasisPoints = try percent(v2)
+            case "ttl": d.ttlMs = try duration(v2)
+            case "quiet_hours": d.respectsQuietHours = try bool(v2)
+            case "snapshot":
+                guard case .sequence(let seq) = v2 else { throw error(v2, "snapshot must be a list of rule expressions such as orders()") }
+                d.snapshot = try seq.map { try string($0) }
+            default: throw unknown(k2, in: "campaign '\(name)'", known: known)
+            }
+        }
+        return d
+    }
+
+    private func campaignStart(_ on: Node, _ name: String) throws -> CampaignDefinition.Start {
+        let m = try mapping(on, "on")
+        let kinds = ["segment_entered", "segment_exited", "lifecycle", "event"]
+        let starts = m.filter { kinds.contains($0.0.string ?? "") }
+        guard starts.count == 1 else {
+            throw error(on, "on: needs exactly one of segment_entered, segment_exited, lifecycle, event")
+        }
+        let (k, v) = starts[0]
+        for (k2, _) in m where !kinds.contains(k2.string ?? "") && !(k.string == "event" && k2.string == "channel") {
+            throw unknown(k2, in: "on", known: kinds + (k.string == "event" ? ["channel"] : []))
+        }
+        switch k.string! {
+        case "segment_entered": return .segmentEntered(try token(v))
+        case "segment_exited": return .segmentExited(try token(v))
+        case "lifecycle":
+            let stage = try token(v)
+            guard LifecycleStage(name: stage) != nil else {
+                throw error(v, "unknown lifecycle stage '\(stage)'; expected one of: \(LifecycleStage.allCases.map(\.name).joined(separator: ", "))")
+            }
+            return .lifecycle(stage)
+        default:
+            let typeName = try string(v)
+            guard let type = EventType(name: typeName) else {
+                throw error(v, "unknown event type '\(typeName)'; expected one of: \(EventType.allCases.map(\.name).joined(separator: ", "))")
+            }
+            let ch = try m.first(where: { $0.0.string == "channel" }).map { try token($0.1) }
+            return .event(type, channel: ch)
+        }
+    }
+
+    private func contactPolicy(_ v: Node) throws -> ContactPolicy {
+        var p = ContactPolicy()
+        for (k, v2) in try mapping(v, "contact_policy") {
+            switch k.string ?? "" {
+            case "caps":
+                guard case .sequence(let seq) = v2 else { throw error(v2, "contact_policy.caps must be a list of {channel, max, per}") }
+                p.caps = try seq.map { item in
+                    var ch: String? = nil, max: Int? = nil, per: Int64? = nil
+                    for (k3, v3) in try mapping(item, "a cap") {
+                        switch k3.string ?? "" {
+                        case "channel": ch = try token(v3)
+                        case "max": max = try int(v3, min: 0, max: 1000)
+                        case "per": per = try duration(v3)
+                        default: throw unknown(k3, in: "a cap", known: ["channel", "max", "per"])
+                        }
+                    }
+                    guard let max, let per, per > 0 else { throw error(item, "a cap needs max: and per: (e.g. {channel: sms, max: 2, per: 7d})") }
+                    return ContactPolicy.Cap(channel: ch, max: max, windowMs: per)
+                }
+            case "quiet_hours":
+                let text = try string(v2)
+                if text == "none" {
+                    p.quietStartMinute = 0
+                    p.quietEndMinute = 0
+                } else {
+                    let parts = text.split(separator: "-").map { $0.trimmingCharacters(in: .whitespaces) }
+                    guard parts.count == 2, let a = minuteOfDay(parts[0]), let b = minuteOfDay(parts[1]) else {
+                        throw error(v2, "quiet_hours must be HH:MM-HH:MM in the customer's local time (e.g. 21:00-09:00) or none")
+                    }
+                    p.quietStartMinute = a
+                    p.quietEndMinute = b
+                }
+            case "default_time_zone":
+                let zone = try string(v2)
+                guard SystemTimeZones().offsetSeconds(zone: zone, atMs: 0) != nil else {
+                    throw error(v2, "unknown time zone '\(zone)'; use an IANA name such as Asia/Shanghai or an offset such as +08:00")
+                }
+                p.defaultTimeZone = zone
+            case "opt_in_channels": p.optInChannels = try tokens(v2, "contact_policy.opt_in_channels")
+            default: throw unknown(k, in: "contact_policy", known: ["caps", "quiet_hours", "default_time_zone", "opt_in_channels"])
+            }
+        }
+        return p
+    }
+
+    private func minuteOfDay(_ s: String) -> Int? {
+        let hm = s.split(separator: ":")
+        guard hm.count == 2, hm[0].count == 2, hm[1].count == 2, let h = Int(hm[0]), let m = Int(hm[1]), (0..<24).contains(h), (0..<60).contains(m) else {
+            return nil
+        }
+        return h * 60 + m
+    }
+
+    /// `10%`, `0.5%` or `2.25%` -> basis points.
+    private func percent(_ n: Node) throws -> Int {
+        let s = try string(n)
+        guard s.hasSuffix("%"), let v = Double(s.dropLast()), v >= 0, v <= 100, (v * 100).rounded() == v * 100 else {
+            throw error(n, "expected a percentage between 0% and 100% with at most two decimals, e.g. 10% or 2.5%")
+        }
+        return Int((v * 100).rounded())
     }
 
     // MARK: - Node readers

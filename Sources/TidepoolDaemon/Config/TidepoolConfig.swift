@@ -10,6 +10,9 @@ public struct TidepoolConfig: Equatable, Sendable {
         public var inputTopics = ["touchpoints"]
         public var triggerTopic = "tidepool.triggers"
         public var deadLetterTopic = "tidepool.dead-letters"
+        /// Campaign decisions that were not sent (held out, capped, suppressed, cancelled), in the
+        /// trigger schema with their outcome; empty: counted in metrics only.
+        public var suppressedTopic = ""
         /// librdkafka properties for both clients (security.protocol, sasl.*, ssl.*, ...), untouched.
         public var properties: [String: String] = [:]
         /// librdkafka properties for the consumer only; they win over `properties`.
@@ -49,6 +52,9 @@ public struct TidepoolConfig: Equatable, Sendable {
     public var erasureKey = ""
     /// Segment rules in file order, with where each rule's text starts.
     public var segments: [SegmentDefinition] = []
+    /// Re-engagement campaigns in file order, and the contact policy they share.
+    public var campaigns: [CampaignDefinition] = []
+    public var contactPolicy = ContactPolicy()
     /// Allowed lateness: stream time = newest event time - this.
     public var latenessMs: Int64 = 5 * 60_000
     /// A caught-up partition's stream time follows the wall clock (minus the lateness).
@@ -62,9 +68,23 @@ public struct TidepoolConfig: Equatable, Sendable {
 
     /// The engine configuration. Segments were checked when the file was loaded.
     public func engineConfig() throws -> EngineConfig {
-        let set = try SegmentSet(segments, aggregates: aggregates, channels: ChannelTable(aggregates), models: models)
+        let channels = ChannelTable(aggregates)
+        let set = try SegmentSet(allSegments, aggregates: aggregates, channels: channels, models: models)
+        let campaignSet = try CampaignSet(campaigns, policy: contactPolicy, segments: set, aggregates: aggregates, channels: channels)
         return EngineConfig(aggregates: aggregates, segments: set, latenessMs: latenessMs,
-                            customerRetentionMs: customerRetentionMs, firstPurchase: firstPurchase, erasureKey: erasureKey)
+                            customerRetentionMs: customerRetentionMs, firstPurchase: firstPurchase, erasureKey: erasureKey,
+                            campaigns: campaignSet)
+    }
+
+    /// The configured segments plus `lifecycle_<stage>` for each lifecycle a campaign starts on
+    /// (unless the file defines a segment of that name).
+    public var allSegments: [SegmentDefinition] {
+        var out = segments
+        for c in campaigns {
+            guard case .lifecycle(let stage) = c.start, let name = c.startSegment, !out.contains(where: { $0.name == name }) else { continue }
+            out.append(SegmentDefinition(name: name, rule: "lifecycle() == \(stage)", origin: c.origin))
+        }
+        return out
     }
 
     /// Consumer properties as handed to librdkafka. With checkpoints, offsets are committed only
@@ -80,7 +100,7 @@ public struct TidepoolConfig: Equatable, Sendable {
 
     /// Names the rules a checkpoint was computed with; recorded in the checkpoint file.
     public var ruleVersion: String {
-        StableHash.hex128(["\(aggregates)", "\(models)", segments.map { "\($0.name)=\($0.rule)" }.joined(separator: "\n")])
+        StableHash.hex128(["\(aggregates)", "\(models)", allSegments.map { "\($0.name)=\($0.rule)" }.joined(separator: "\n")])
     }
 
     /// Producer properties as handed to librdkafka.

@@ -58,7 +58,7 @@ public final class Pipeline: RebalanceListener {
         self.logger = logger
         self.metrics = metrics
         self.clock = clock
-        self.engine = Engine(config: try config.engineConfig())
+        self.engine = Engine(config: try config.engineConfig(), offsets: SystemTimeZones())
         self.decoder = TouchpointDecoder(limits: config.decoding)
     }
 
@@ -182,6 +182,7 @@ public final class Pipeline: RebalanceListener {
         switch output {
         case .trigger(let t): emit(t, nowMs: nowMs)
         case .transition(let tr): counters.segmentTransitions[tr.segment, default: 0] += 1
+        case .deferred(let campaign, _, _): counters.campaignDeferred[campaign, default: 0] += 1
         case .erased(let id):
             // A tombstone on the customer's key: compaction removes its triggers, and downstream
             // learns to forget the customer.
@@ -190,10 +191,15 @@ public final class Pipeline: RebalanceListener {
         }
     }
 
+    /// Sent triggers go to the trigger topic; every other decision (held out, capped, suppressed,
+    /// cancelled) is counted, and published on the suppressed topic when one is configured.
     private func emit(_ t: Trigger, nowMs: Int64) {
+        counters.count(t.outcome, campaign: t.campaign)
+        let topic = t.outcome == .sent ? config.kafka.triggerTopic : config.kafka.suppressedTopic
+        guard !topic.isEmpty else { return }
         encoder.encode(t, emittedAtMs: nowMs, into: &outBuffer)
-        produceOrFail(topic: config.kafka.triggerTopic, key: Array(t.customerID.utf8), value: outBuffer, headers: [])
-        counters.triggersProduced += 1
+        produceOrFail(topic: topic, key: Array(t.customerID.utf8), value: outBuffer, headers: [])
+        if t.outcome == .sent { counters.triggersProduced += 1 }
     }
 
     private func deadLetter(_ msg: KafkaMessage, _ f: DecodeFailure) {
@@ -234,7 +240,13 @@ public final class Pipeline: RebalanceListener {
             failDelivery(err)
             return
         }
-        if r.topic == config.kafka.triggerTopic { counters.triggersDelivered += 1 } else { counters.deadLettersDelivered += 1 }
+        if r.topic == config.kafka.triggerTopic {
+            counters.triggersDelivered += 1
+        } else if r.topic == config.kafka.deadLetterTopic {
+            counters.deadLettersDelivered += 1
+        } else {
+            counters.suppressedDelivered += 1
+        }
         tracker.delivered(seq: r.opaque)
     }
 

@@ -9,6 +9,12 @@ public struct PipelineCounters: Sendable, Equatable {
     /// Dead letters by DeadLetterReason.index.
     public var deadLettersByReason = [Int64](repeating: 0, count: DeadLetterReason.allCases.count)
     public var triggersProduced: Int64 = 0
+    /// Campaign decisions by campaign name, indexed by `TriggerOutcome.allCases` order.
+    public var campaignOutcomes: [String: [Int64]] = [:]
+    /// Campaign episodes deferred out of quiet hours, by campaign name.
+    public var campaignDeferred: [String: Int64] = [:]
+    /// Records acknowledged on the suppressed topic.
+    public var suppressedDelivered: Int64 = 0
     /// Segment transitions (entered + exited) by segment name.
     public var segmentTransitions: [String: Int64] = [:]
     /// Members per segment (segment name -> customers), over the assigned partitions.
@@ -45,6 +51,15 @@ public struct PipelineCounters: Sendable, Equatable {
 
     public func deadLetters(_ r: DeadLetterReason) -> Int64 { deadLettersByReason[r.index] }
     public func events(_ t: EventType) -> Int64 { eventsByType[Int(t.rawValue)] }
+
+    public mutating func count(_ outcome: TriggerOutcome, campaign: String) {
+        let i = TriggerOutcome.allCases.firstIndex(of: outcome)!
+        campaignOutcomes[campaign, default: [Int64](repeating: 0, count: TriggerOutcome.allCases.count)][i] += 1
+    }
+
+    public func decisions(_ campaign: String, _ outcome: TriggerOutcome) -> Int64 {
+        campaignOutcomes[campaign]?[TriggerOutcome.allCases.firstIndex(of: outcome)!] ?? 0
+    }
 }
 
 public final class PipelineMetrics: Sendable {

@@ -143,6 +143,16 @@ public struct TouchpointDecoder: Sendable {
         if amount != nil && currency == nil {
             throw DecodeFailure(.missingField, field: "currency", "amount requires currency")
         }
+        if type == .consent {
+            // A consent change that cannot be read must not be silently ignored: the campaign
+            // policy would keep contacting a customer who withdrew.
+            guard let status = properties?.string(forKey: "status") else {
+                throw DecodeFailure(.missingField, field: "properties.status", "consent events require properties.status (granted or withdrawn)")
+            }
+            guard status == "granted" || status == "withdrawn" else {
+                throw DecodeFailure(.invalidValue, field: "properties.status", "properties.status must be granted or withdrawn, found \"\(status)\"")
+            }
+        }
 
         switch key {
         case .skip: break

@@ -1,7 +1,8 @@
 /// Binary form of one customer's state, as checkpoints store it. Little-endian, versioned, with
 /// bounds checks on every read: a truncated or foreign blob is an error, never a crash.
 public enum CustomerRecordCodec {
-    public static let version: UInt8 = 1
+    /// 2 adds the campaign state (pending episodes, marks, ledger, consent, zone); 1 is still read.
+    public static let version: UInt8 = 2
 
     public struct DecodeError: Error, Equatable, CustomStringConvertible {
         public var message: String
@@ -28,6 +29,18 @@ public enum CustomerRecordCodec {
         for f in a.firstLast { w.u8(f.key); w.i64(f.first); w.i64(f.last) }
         w.u32(UInt32(a.recentIDs.count))
         for (h, ts) in a.recentIDs { w.u64(h); w.i64(ts) }
+        let c = r.contact
+        w.u32(UInt32(c.pending.count))
+        for p in c.pending {
+            w.u64(p.campaign); w.i64(p.dueMs); w.i64(p.startedAtMs); w.u8(p.deferrals)
+            w.text(p.causeEventID)
+        }
+        w.u32(UInt32(c.marks.count))
+        for m in c.marks { w.u64(m.campaign); w.u32(m.episodes); w.i64(m.lastContactMs) }
+        w.u32(UInt32(c.ledger.count))
+        for e in c.ledger { w.u8(e.channel); w.i64(e.atMs) }
+        w.u64(c.consentGranted); w.u64(c.consentWithdrawn)
+        w.text(c.timeZone)
         swap(&w.out, &out)
     }
 
@@ -40,7 +53,7 @@ public enum CustomerRecordCodec {
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(DecodeError) -> CustomerRecord {
         var rd = ByteReader(bytes)
         let v = try rd.u8()
-        guard v == version else { throw DecodeError(message: "customer state format \(v), this build reads \(version)") }
+        guard v == 1 || v == version else { throw DecodeError(message: "customer state format \(v), this build reads 1 and \(version)") }
         var a = CustomerAggregates()
         a.lifetimeEvents = try rd.i64(); a.lifetimeOrders = try rd.i64(); a.lifetimeSpend = try rd.i64()
         a.ownedEvents = try rd.i64(); a.platformEvents = try rd.i64()
@@ -67,6 +80,25 @@ public enum CustomerRecordCodec {
         let nr = Int(try rd.u32())
         guard nr <= bytes.count / 16 else { throw DecodeError(message: "recent id count \(nr) exceeds the blob") }
         for _ in 0..<nr { a.recentIDs.append((try rd.u64(), try rd.i64())) }
+        if v >= 2 {
+            var c = ContactState()
+            let np = Int(try rd.u32())
+            guard np <= bytes.count / 27 else { throw DecodeError(message: "pending count \(np) exceeds the blob") }
+            for _ in 0..<np {
+                let camp = try rd.u64(), due = try rd.i64(), started = try rd.i64(), deferrals = try rd.u8()
+                c.pending.append(PendingTrigger(campaign: camp, dueMs: due, startedAtMs: started, causeEventID: try rd.text(),
+                                                deferrals: deferrals))
+            }
+            let nm = Int(try rd.u32())
+            guard nm <= bytes.count / 20 else { throw DecodeError(message: "mark count \(nm) exceeds the blob") }
+            for _ in 0..<nm { c.marks.append(CampaignMark(campaign: try rd.u64(), episodes: try rd.u32(), lastContactMs: try rd.i64())) }
+            let nl = Int(try rd.u32())
+            guard nl <= bytes.count / 9 else { throw DecodeError(message: "ledger count \(nl) exceeds the blob") }
+            for _ in 0..<nl { c.ledger.append(ContactEntry(channel: try rd.u8(), atMs: try rd.i64())) }
+            c.consentGranted = try rd.u64(); c.consentWithdrawn = try rd.u64()
+            c.timeZone = try rd.text() ?? ""
+            r.contact = c
+        }
         guard rd.atEnd else { throw DecodeError(message: "\(bytes.count - rd.i) unexpected trailing bytes") }
         r.aggregates = a
         return r
@@ -87,6 +119,13 @@ struct ByteWriter {
     @inline(__always) mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
     @inline(__always) mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
     @inline(__always) mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
+    /// Length-prefixed UTF-8 (0xFFFF: nil).
+    mutating func text(_ s: String?) {
+        guard let s else { return u16(0xFFFF) }
+        let b = Array(s.utf8.prefix(0xFFFE))
+        u16(UInt16(b.count))
+        out.append(contentsOf: b)
+    }
 }
 
 struct ByteReader {
@@ -106,4 +145,12 @@ struct ByteReader {
     mutating func u32() throws(CustomerRecordCodec.DecodeError) -> UInt32 { try take(UInt32.self) }
     mutating func u64() throws(CustomerRecordCodec.DecodeError) -> UInt64 { try take(UInt64.self) }
     mutating func i64() throws(CustomerRecordCodec.DecodeError) -> Int64 { Int64(bitPattern: try take(UInt64.self)) }
+    mutating func text() throws(CustomerRecordCodec.DecodeError) -> String? {
+        let n = Int(try u16())
+        if n == 0xFFFF { return nil }
+        guard i + n <= b.count else { throw CustomerRecordCodec.DecodeError(message: "customer state truncated at byte \(i)") }
+        let s = String(decoding: UnsafeRawBufferPointer(rebasing: b[i..<(i + n)]), as: UTF8.self)
+        i += n
+        return s
+    }
 }

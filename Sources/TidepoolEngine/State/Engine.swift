@@ -39,11 +39,14 @@ public struct EngineConfig: Sendable, Equatable {
     /// Secret mixed into the hashes of erased ids, so that the erasure list cannot be checked
     /// against guessed ids (`privacy.erasure_key`). Changing it forgets past erasures.
     public var erasureKey: String
+    /// Re-engagement campaigns and the contact policy they share.
+    public var campaigns: CampaignSet
 
     public init(aggregates: AggregateConfig = AggregateConfig(), segments: SegmentSet? = nil, latenessMs: Int64 = 5 * 60_000,
                 customerRetentionMs: Int64 = 400 * AggregateConfig.dayMs, firstPurchase: FirstPurchaseRule = FirstPurchaseRule(),
-                erasureKey: String = "") {
+                erasureKey: String = "", campaigns: CampaignSet = .empty) {
         self.erasureKey = erasureKey
+        self.campaigns = campaigns
         self.aggregates = aggregates
         // An empty set always compiles.
         self.segments = segments ?? (try! SegmentSet([], aggregates: aggregates, channels: ChannelTable(aggregates)))
@@ -81,6 +84,8 @@ public enum EngineOutput: Sendable, Equatable {
     case transition(SegmentTransition)
     /// A customer was erased (data-subject request): downstream gets a tombstone on its key.
     case erased(customerID: String)
+    /// A campaign episode fell in the customer's quiet hours and will be decided at `untilMs`.
+    case deferred(campaign: String, customerID: String, untilMs: Int64)
 }
 
 /// One customer in memory.
@@ -100,6 +105,8 @@ public struct CustomerRecord: Sendable {
     public var live = true
     /// When the customer last came back from dormant or churned (.min: never); lifecycle `recalled`.
     public var returnedAtMs: Int64 = .min
+    /// Campaign episodes, contact ledger, consent and time zone.
+    public var contact = ContactState()
     /// Changed since the last checkpoint (listed in `PartitionState.dirty`).
     var dirty = false
     /// Stable hash of the customer id: orders timers due at the same instant the same way in
@@ -159,9 +166,12 @@ public final class Engine {
     private let segmentNames: [String]
     private let erasureSeed: UInt64
     private let usesLifecycle: Bool
+    /// Time zone offsets for quiet hours.
+    let offsets: any UTCOffsetSource
 
-    public init(config: EngineConfig = EngineConfig()) {
+    public init(config: EngineConfig = EngineConfig(), offsets: any UTCOffsetSource = FixedOffsets()) {
         self.config = config
+        self.offsets = offsets
         self.channels = ChannelTable(config.aggregates)
         self.ruleVersions = config.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
         self.segmentNames = config.segments.segments.map(\.name)
@@ -260,6 +270,10 @@ public final class Engine {
             }
             if stageBefore == .dormant || stageBefore == .churned { ps.customers[slot].returnedAtMs = evalAt }
             ps.stats.applied += 1
+            if e.type == .consent || e.type == .profileUpdate || e.type == .signup { self.applyProfile(e, &ps.customers[slot].contact) }
+            if !config.campaigns.isEmpty {
+                startEventCampaigns(&ps, slot: slot, event: e, channel: channels.index(of: e.channel), at: evalAt)
+            }
             if e.type == .purchase && config.firstPurchase.enabled && !ps.customers[slot].firstPurchaseFired {
                 ps.customers[slot].firstPurchaseFired = true
                 emit(.trigger(firstPurchaseTrigger(e, ps.customers[slot].aggregates)))
@@ -290,7 +304,8 @@ public final class Engine {
                 continue
             }
             ps.stats.timersFired += 1
-            if let last = ps.customers[slot].aggregates.lastSeen, last + config.customerRetentionMs <= top.due {
+            if let last = ps.customers[slot].aggregates.lastSeen, last + config.customerRetentionMs <= top.due,
+               ps.customers[slot].contact.pending.isEmpty {
                 evict(&ps, slot: slot)
                 continue
             }
@@ -328,9 +343,16 @@ public final class Engine {
                         customerID: ps.ids[slot], segment: segs.segments[i].name, entered: flags[i], atMs: t,
                         ruleVersion: ruleVersions[i], values: RuleExplainer.values(segs.explanationParts[i], ctx),
                         nextFlipMs: flip == .max ? nil : flip, causeEventID: cause)))
+                    if !config.campaigns.isEmpty {
+                        startSegmentCampaigns(&ps, slot: slot, segment: i, entered: flags[i], at: t, cause: cause)
+                    }
                 }
                 ps.customers[slot].memberships = bits
             }
+        }
+        if !ps.customers[slot].contact.pending.isEmpty {
+            decideDue(&ps, slot: slot, at: t, memberships: ps.customers[slot].memberships, emit: emit)
+            next = min(next, ps.customers[slot].contact.earliestDue)
         }
         if let last = ps.customers[slot].aggregates.lastSeen { next = min(next, max(last + config.customerRetentionMs, t + 1)) }
         ps.customers[slot].dueMs = next
@@ -360,6 +382,18 @@ public final class Engine {
         }
         ps.index[id] = Int32(s)
         return s
+    }
+
+    /// Consent (`properties.status` granted or withdrawn for `properties.channel`, default the
+    /// event's channel) and the customer's time zone (`properties.time_zone`).
+    private func applyProfile(_ e: TouchpointEvent, _ contact: inout ContactState) {
+        guard let props = e.properties else { return }
+        if let zone = props.string(forKey: "time_zone"), !zone.isEmpty, zone.utf8.count <= 64 { contact.timeZone = zone }
+        if e.type == .consent, let status = props.string(forKey: "status") {
+            let ch = props.string(forKey: "channel") ?? e.channel
+            guard channels.isKnown(ch) else { return }
+            contact.setConsent(channels.index(of: ch), granted: status == "granted")
+        }
     }
 
     private func evict(_ ps: inout PartitionState, slot: Int) {

@@ -12,8 +12,9 @@ public struct Trigger: Sendable, Equatable {
     public var reasonKind: String
     /// Human-readable explanation of the transition.
     public var reasonDetail: String
-    /// The id of the event that caused the trigger.
-    public var causeEventID: String
+    /// The id of the event that caused the trigger; nil when time alone did (a customer went
+    /// dormant without sending anything).
+    public var causeEventID: String?
     public var episode: Int
     /// Stream time at which the trigger fired (event-time milliseconds).
     public var firedAtMs: Int64
@@ -21,10 +22,18 @@ public struct Trigger: Sendable, Equatable {
     public var expiresAtMs: Int64
     /// Aggregates the campaign asks for, as (name, value) pairs in a fixed order.
     public var snapshot: [(String, SnapshotValue)]
+    /// What the contact policy decided. Only `.sent` goes to the trigger topic.
+    public var outcome: TriggerOutcome = .sent
+    /// Why it was not sent (machine-readable: condition_lapsed, cooldown, capped, no_consent,
+    /// holdout), nil when sent.
+    public var outcomeReason: String? = nil
 
     public init(triggerID: String, campaign: String, customerID: String, channel: String,
-                reasonKind: String, reasonDetail: String, causeEventID: String, episode: Int,
-                firedAtMs: Int64, expiresAtMs: Int64, snapshot: [(String, SnapshotValue)]) {
+                reasonKind: String, reasonDetail: String, causeEventID: String?, episode: Int,
+                firedAtMs: Int64, expiresAtMs: Int64, snapshot: [(String, SnapshotValue)],
+                outcome: TriggerOutcome = .sent, outcomeReason: String? = nil) {
+        self.outcome = outcome
+        self.outcomeReason = outcomeReason
         self.triggerID = triggerID
         self.campaign = campaign
         self.customerID = customerID
@@ -47,8 +56,22 @@ public struct Trigger: Sendable, Equatable {
             && a.channel == b.channel && a.reasonKind == b.reasonKind && a.reasonDetail == b.reasonDetail
             && a.causeEventID == b.causeEventID && a.episode == b.episode && a.firedAtMs == b.firedAtMs
             && a.expiresAtMs == b.expiresAtMs && a.snapshot.map(\.0) == b.snapshot.map(\.0)
-            && a.snapshot.map(\.1) == b.snapshot.map(\.1)
+            && a.snapshot.map(\.1) == b.snapshot.map(\.1) && a.outcome == b.outcome && a.outcomeReason == b.outcomeReason
     }
+}
+
+/// The final decision about one campaign episode.
+public enum TriggerOutcome: String, Sendable, Equatable, CaseIterable {
+    /// Published on the trigger topic: downstream contacts the customer.
+    case sent
+    /// In the campaign's control group: would have been sent, recorded instead (for lift).
+    case heldOut = "held_out"
+    /// A contact cap (per channel or global) left no allowed channel.
+    case capped
+    /// No channel of the campaign has consent, or the campaign is cooling down for this customer.
+    case suppressed
+    /// Debounce: the start condition no longer held when the campaign was due.
+    case cancelled
 }
 
 public enum SnapshotValue: Sendable, Equatable {
@@ -73,7 +96,8 @@ public struct TriggerEncoder {
         out.append(contentsOf: #","episode":"#.utf8); out.append(contentsOf: String(t.episode).utf8)
         out.append(contentsOf: #","reason":{"kind":"#.utf8); str(t.reasonKind, &out)
         out.append(contentsOf: #","detail":"#.utf8); str(t.reasonDetail, &out)
-        out.append(contentsOf: #","event_id":"#.utf8); str(t.causeEventID, &out)
+        out.append(contentsOf: #","event_id":"#.utf8)
+        if let id = t.causeEventID { str(id, &out) } else { out.append(contentsOf: "null".utf8) }
         out.append(contentsOf: #"},"fired_at":"#.utf8); str(Timestamp.formatRFC3339(t.firedAtMs), &out)
         out.append(contentsOf: #","emitted_at":"#.utf8); str(Timestamp.formatRFC3339(emittedAtMs), &out)
         out.append(contentsOf: #","expires_at":"#.utf8); str(Timestamp.formatRFC3339(t.expiresAtMs), &out)
@@ -89,7 +113,10 @@ public struct TriggerEncoder {
             case .text(let s): str(s, &out)
             }
         }
-        out.append(contentsOf: "}}".utf8)
+        out.append(contentsOf: #"},"outcome":"#.utf8); str(t.outcome.rawValue, &out)
+        out.append(contentsOf: #","outcome_reason":"#.utf8)
+        if let r = t.outcomeReason { str(r, &out) } else { out.append(contentsOf: "null".utf8) }
+        out.append(0x7D)
     }
 
     /// A JSON string literal with the escapes RFC 8259 requires.
