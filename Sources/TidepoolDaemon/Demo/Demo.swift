@@ -48,6 +48,7 @@ public struct Demo {
         config.kafka.groupID = "tidepool-demo"
         config.kafka.consumer = ["session.timeout.ms": "6000"]
         config.segments = ExampleSegments.definitions
+        config.campaigns = ExampleCampaigns.definitions
         for t in [config.kafka.inputTopics[0], config.kafka.triggerTopic, config.kafka.deadLetterTopic] {
             try cluster.createTopic(t, partitions: options.partitions)
         }
@@ -177,6 +178,11 @@ public struct Demo {
         lines.append("  segments (members at the end; entered + exited transitions):")
         for (name, _) in ExampleSegments.standard {
             lines.append("    \(name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(c.segmentSizes[name] ?? 0) (\(c.segmentTransitions[name] ?? 0))")
+        }
+        lines.append("  campaigns (sent / held out / capped / suppressed / cancelled / deferred):")
+        for camp in ExampleCampaigns.definitions.map(\.name) {
+            let n = TriggerOutcome.allCases.map { String(c.decisions(camp, $0)) }.joined(separator: " / ")
+            lines.append("    \(camp.padding(toLength: 20, withPad: " ", startingAt: 0)) \(n) / \(c.campaignDeferred[camp] ?? 0)")
         }
         lines.append("  delivery failures     \(c.deliveryFailures)")
         if let r = s.drainRate {

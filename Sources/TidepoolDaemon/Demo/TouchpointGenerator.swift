@@ -23,7 +23,7 @@ public struct TouchpointGenerator {
     static let platforms = ["tmall", "jd", "douyin"]
     static let mix: [(EventType, Int)] = [
         (.pageView, 46), (.productView, 18), (.addToCart, 8), (.search, 6), (.messageOpen, 5),
-        (.purchase, 6), (.couponRedeem, 3), (.wecomChat, 4), (.login, 3), (.refund, 1),
+        (.purchase, 6), (.couponRedeem, 3), (.wecomChat, 4), (.login, 3), (.refund, 1), (.consent, 1),
     ]
 
     public init(customers: Int, malformedShare: Double, seed: UInt64 = 42) {
@@ -49,6 +49,10 @@ public struct TouchpointGenerator {
             let cents = 990 + Int(rng.next() % 60_000)
             json += #","amount":\#(cents / 100).\#(cents % 100 < 10 ? "0" : "")\#(cents % 100),"currency":"CNY""#
             json += #","properties":{"order_id":"o-\#(counter)"}"#
+        }
+        if type == .consent {
+            // Mostly opt-ins to sms (which needs one), some withdrawals.
+            json += #","properties":{"status":"\#(rng.unit() < 0.8 ? "granted" : "withdrawn")","channel":"sms"}"#
         }
         if rng.unit() < 0.1 {
             json += #","identities":{"wechat_unionid":"u\#(c)","phone":"+86138\#(String(c % 100_000_000))"}"#

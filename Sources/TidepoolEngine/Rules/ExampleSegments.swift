@@ -18,3 +18,20 @@ public enum ExampleSegments {
         standard.map { SegmentDefinition(name: $0.name, rule: $0.rule) }
     }
 }
+
+/// Campaigns over the example segments, for the demo and the benchmarks.
+public enum ExampleCampaigns {
+    public static var definitions: [CampaignDefinition] {
+        var winback = CampaignDefinition(name: "winback", start: .segmentEntered("winback"), channels: ["wecom", "sms"])
+        winback.holdoutBasisPoints = 1000
+        winback.priority = 10
+        winback.snapshot = ["orders()", "spend()", "since(last(page_view))"]
+        var cart = CampaignDefinition(name: "cart_rescue", start: .event(.addToCart, channel: nil), channels: ["wecom", "app"])
+        cart.delayMs = 2 * 3_600_000
+        cart.condition = "count(purchase, 1d) == 0"
+        cart.cooldownMs = 7 * 86_400_000
+        var dormant = CampaignDefinition(name: "dormant_buyer_sms", start: .segmentEntered("dormant_buyer"), channels: ["sms"])
+        dormant.cooldownMs = 90 * 86_400_000
+        return [winback, cart, dormant]
+    }
+}
