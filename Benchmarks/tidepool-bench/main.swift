@@ -195,6 +195,32 @@ let timerSeconds = Double(nowNs() - t0t) / 1e9
 for p in enginePartitions { fired += bigEngine.stats(p)?.timersFired ?? 0 }
 line("timers fired (evaluate + reschedule)", Double(fired) / timerSeconds, "timers/s", "\(fired) timers over 60 days of stream time, \(pendingTimers) customers")
 
+// 4b. The same replay with the three example campaigns (delay + debounce, holdout, caps, quiet
+//     hours, consent): the cost of the contact policy on top of the segments.
+do {
+    let camps = try! CampaignSet(ExampleCampaigns.definitions, policy: ContactPolicy(), segments: segmentSet,
+                                 aggregates: aggConfig, channels: ChannelTable(aggConfig))
+    let withCampaigns = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet,
+                                                    firstPurchase: FirstPurchaseRule(enabled: false), campaigns: camps))
+    var decisions = 0, sent = 0
+    let t0w = nowNs()
+    for input in engineInputs {
+        input.0.withUnsafeBytes { p in
+            input.1.withUnsafeBytes { kb in
+                guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
+                withCampaigns.apply(e, partition: enginePartitions[Int(StableHash.hash64(input.1) & 7)]) { o in
+                    if case .trigger(let t) = o { decisions += 1; if t.outcome == .sent { sent += 1 } }
+                }
+            }
+        }
+    }
+    let secondsWith = Double(nowNs() - t0w) / 1e9
+    let rateWith = Double(engineEvents) / secondsWith
+    line("... + 3 campaigns (1 core)", rateWith, "events/s", "\(decisions) decisions, \(sent) sent")
+    print(String(format: "%@%14.2f x", "campaigns cost (rate without / with)".padding(toLength: 44, withPad: " ", startingAt: 0),
+                 (Double(engineEvents) / engineSeconds) / rateWith))
+}
+
 // 5. Checkpoint write rate and restore time for the 1M-customer engine above (every customer is
 //    dirty after the replay: a full checkpoint), to a SQLite file in /tmp.
 do {
