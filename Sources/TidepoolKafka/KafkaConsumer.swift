@@ -223,6 +223,15 @@ public final class KafkaConsumer {
         return items(of: list)
     }
 
+    /// High watermark of a partition as last seen in fetch responses (no network round trip;
+    /// nil until the first fetch). Consumer lag = this - the next offset to process.
+    public func cachedHighWatermark(topic: String, partition: Int32) -> Int64? {
+        var lo: Int64 = -1, hi: Int64 = -1
+        let err = rd_kafka_get_watermark_offsets(rk, topic, partition, &lo, &hi)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR, hi >= 0 else { return nil }
+        return hi
+    }
+
     /// Leaves the group: the listener sees the final revoke, then the handle closes.
     public func close() {
         guard !closed else { return }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TidepoolDaemon
 import TidepoolEngine
+import TidepoolHTTP
 import TidepoolKafka
 
 @main
@@ -58,7 +59,33 @@ struct Run: ParsableCommand {
         let logger = Logger(label: "tidepool")
         let worker = PipelineThread(try Pipeline(config: cfg, logger: logger))
         let signals = onTerminationSignal { [worker] in worker.pipeline.requestStop() }
+        let reload = onReloadSignal { [worker, config] in Self.reload(worker, path: config, logger: logger) }
         worker.start()
+        var server: StatusServer? = nil
+        if !cfg.http.listen.isEmpty {
+            let server_ = try StatusServer(worker: worker, listen: cfg.http.listen, logger: Logger(label: "tidepool.http"))
+            server = server_
+            Task {
+                let server = server_
+                do {
+                    try await server.run { port in logger.info("http listening", metadata: ["address": "\(cfg.http.listen)", "port": "\(port)"]) }
+                } catch {
+                    // The endpoint is for operators; the pipeline keeps running without it.
+                    logger.error("http endpoint failed", metadata: ["listen": "\(cfg.http.listen)", "error": "\(error)"])
+                }
+            }
+        }
+        defer {
+            if let server {
+                let done = DispatchSemaphore(value: 0)
+                Task {
+                    await server.stop()
+                    done.signal()
+                }
+                _ = done.wait(timeout: .now() + 5)
+            }
+        }
+        _ = reload
         let outcome: Pipeline.Outcome
         do {
             outcome = try worker.wait()
@@ -69,6 +96,48 @@ struct Run: ParsableCommand {
         _ = signals
         if outcome != .stopped { throw ExitCode(ExitStatus.failure) }
     }
+}
+
+extension Run {
+    /// SIGHUP: re-read the file; a file that does not load is rejected with its file:line message
+    /// and the running configuration stays. Segments, campaigns and the contact policy are
+    /// swapped between two batches; the blast radius of every changed segment is logged.
+    static func reload(_ worker: PipelineThread, path: String, logger: Logger) {
+        let new: TidepoolConfig
+        do {
+            new = try ConfigLoader.load(path: path)
+        } catch {
+            logger.error("reload rejected: configuration error; the running configuration stays", metadata: ["error": "\(error)"])
+            worker.pipeline.noteReloadRejected()
+            return
+        }
+        worker.pipeline.reload(new) { result in
+            switch result {
+            case .failure(let error):
+                logger.error("reload rejected; the running configuration stays", metadata: ["error": "\(error)"])
+            case .success(let outcome):
+                for s in outcome.report.segments where s.status != .unchanged || s.entering + s.exiting > 0 {
+                    logger.notice("reload: segment \(s.status.rawValue)", metadata: [
+                        "segment": "\(s.name)", "entering": "\(s.entering)", "exiting": "\(s.exiting)",
+                        "transitions": "\(s.emitted ? "published" : "applied silently")"])
+                }
+                logger.notice("reload applied", metadata: [
+                    "campaigns_added": "\(outcome.report.campaignsAdded.joined(separator: ","))",
+                    "campaigns_removed": "\(outcome.report.campaignsRemoved.joined(separator: ","))",
+                    "campaigns_changed": "\(outcome.report.campaignsChanged.joined(separator: ","))",
+                    "needs_restart": "\(outcome.needsRestart.joined(separator: ","))"])
+            }
+        }
+    }
+}
+
+/// Runs `body` on SIGHUP (systemd's ExecReload sends it).
+func onReloadSignal(_ body: @escaping @Sendable () -> Void) -> DispatchSourceSignal {
+    signal(SIGHUP, SIG_IGN)
+    let src = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+    src.setEventHandler(handler: body)
+    src.resume()
+    return src
 }
 
 struct Validate: ParsableCommand {

@@ -355,3 +355,124 @@ contact_policy:
 def datetime_ms(text):
     import datetime
     return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http_get(port, path, timeout=10):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.headers.get("Content-Type"), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read().decode()
+
+
+def wait_for(pred, timeout=30, what=""):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metric_values(text):
+    """Parses the exposition with the Prometheus project's own parser: {(name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_http_metrics_inspection_and_reload(broker, tmp_path):
+    """/metrics parses with the Prometheus parser and counts what was consumed; /readyz turns 200
+    after restore; /customers/{id} explains a customer; SIGHUP with a broken file keeps the running
+    rules, SIGHUP with a good file adds a segment and reports its members."""
+    port = free_port()
+    config = tmp_path / "tidepool.yaml"
+    write_config(config, broker, tmp_path / "state.sqlite")
+    base = config.read_text() + f"""
+http:
+  listen: "127.0.0.1:{port}"
+segments:
+  browsers: "count(page_view, 1d) >= 1"
+"""
+    config.write_text(base)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        wait_for(lambda: http_get(port, "/readyz")[0] == 200 if _port_open(port) else False, 40, "/readyz 200")
+        assert http_get(port, "/healthz")[0] == 200
+        records = [(f"h-{n}", event(f"hpv-{n}", f"h-{n}", "page_view")) for n in range(20)]
+        records += [(f"h-{n}", event(f"hbuy-{n}", f"h-{n}", "purchase", amount=12.5, currency="CNY")) for n in range(5)]
+        produce(broker, records)
+        wait_committed_to_end(broker)
+
+        def scraped():
+            status, ctype, text = http_get(port, "/metrics")
+            assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+            return metric_values(text)
+        m = wait_for(lambda: (lambda v: v if v[("tidepool_events_total", (("type", "purchase"),))] == 5 else None)(scraped()),
+                     20, "purchase count in /metrics")
+        assert m[("tidepool_events_total", (("type", "page_view"),))] == 20
+        assert m[("tidepool_ready", ())] == 1
+        assert m[("tidepool_segment_members", (("segment", "browsers"),))] == 20
+        assert m[("tidepool_customers", ())] == 20
+        lags = [v for (name, labels), v in m.items() if name == "tidepool_consumer_lag"]
+        assert len(lags) == PARTITIONS and all(v == 0 for v in lags)
+
+        status, _, body = http_get(port, "/customers/h-3")
+        assert status == 200
+        doc = json.loads(body)
+        assert doc["customer_id"] == "h-3" and doc["lifetime"]["orders"] == 1
+        seg = {s["segment"]: s for s in doc["segments"]}
+        assert seg["browsers"]["member"] is True and seg["browsers"]["values"] == ["count(page_view, 1d) = 1"]
+        assert http_get(port, "/customers/nobody")[0] == 404
+        segments = json.loads(http_get(port, "/segments")[2])
+        assert {s["segment"]: s["members"] for s in segments["segments"]} == {"browsers": 20}
+
+        # A broken file: rejected, the running rules stay.
+        config.write_text(base + '  buyers: "count(purchase, 1d) >="\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: scraped()[("tidepool_config_reloads_total", (("result", "rejected"),))] == 1, 20, "rejected reload")
+        assert {s["segment"] for s in json.loads(http_get(port, "/segments")[2])["segments"]} == {"browsers"}
+        assert http_get(port, "/healthz")[0] == 200
+
+        # A good file: the new segment is live and already has its members.
+        config.write_text(base + '  buyers: "count(purchase, 1d) >= 1"\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: scraped()[("tidepool_config_reloads_total", (("result", "applied"),))] == 1, 20, "applied reload")
+        sizes = {s["segment"]: s["members"] for s in json.loads(http_get(port, "/segments")[2])["segments"]}
+        assert sizes == {"browsers": 20, "buyers": 5}
+    finally:
+        assert daemon.stop() == 0
+    log = (tmp_path / "daemon.log").read_text()
+    bad_line = len(base.splitlines()) + 1
+    assert "reload rejected" in log and f"{config}:{bad_line}:34: segment 'buyers'" in log, "the rejection names file:line"
+    assert "error Waiting" not in log, "the HTTP endpoint stops gracefully"
+    assert "reload: segment added" in log and "entering=5" in log
+
+
+def _port_open(port):
+    import socket
+    s = socket.socket()
+    s.settimeout(0.5)
+    try:
+        s.connect(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

@@ -172,6 +172,33 @@ public struct ConfigLoader {
                 for (k2, v2) in try mapping(v, "campaigns") { config.campaigns.append(try campaign(k2, v2, lines)) }
             case "contact_policy":
                 config.contactPolicy = try contactPolicy(v)
+            case "http":
+                for (k2, v2) in try mapping(v, "http") {
+                    switch k2.string ?? "" {
+                    case "listen":
+                        let text = try string(v2)
+                        if !text.isEmpty {
+                            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+                                  (0...65535).contains(port), colon != text.startIndex else {
+                                throw error(v2, "http.listen must be host:port (e.g. 127.0.0.1:9464), or empty to disable")
+                            }
+                        }
+                        config.http.listen = text
+                    default: throw unknown(k2, in: "http", known: ["listen"])
+                    }
+                }
+            case "reload":
+                var mode = "cap", cap = 1000
+                for (k2, v2) in try mapping(v, "reload") {
+                    switch k2.string ?? "" {
+                    case "transitions":
+                        mode = try string(v2)
+                        guard ["emit", "silent", "cap"].contains(mode) else { throw error(v2, "reload.transitions must be emit, silent or cap") }
+                    case "cap": cap = try int(v2, min: 0, max: 1_000_000_000)
+                    default: throw unknown(k2, in: "reload", known: ["transitions", "cap"])
+                    }
+                }
+                config.reloadPolicy = mode == "emit" ? .emit : mode == "silent" ? .silent : .cap(cap)
             case "shutdown":
                 for (k2, v2) in try mapping(v, "shutdown") {
                     switch k2.string ?? "" {
@@ -194,7 +221,7 @@ public struct ConfigLoader {
             default:
                 throw unknown(k, in: "the top level", known: ["kafka", "decoding", "processing", "first_purchase", "aggregates",
                                                                "models", "state", "privacy", "time", "customers", "segments", "campaigns",
-                                                               "contact_policy", "shutdown", "log"])
+                                                               "contact_policy", "reload", "http", "shutdown", "log"])
             }
         }
         if config.models.lookbackMs > (config.aggregates.windowsMs.max() ?? 0) {

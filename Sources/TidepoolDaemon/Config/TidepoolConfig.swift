@@ -62,6 +62,15 @@ public struct TidepoolConfig: Equatable, Sendable {
     /// Customers idle this long (stream time) leave memory.
     public var customerRetentionMs: Int64 = 400 * AggregateConfig.dayMs
     public var shutdown = Shutdown()
+    /// What a reload does with the transitions it causes (`reload.transitions`, `reload.cap`).
+    public var reloadPolicy = ReloadPolicy.cap(1000)
+    public var http = HTTP()
+
+    public struct HTTP: Equatable, Sendable {
+        /// host:port of the operations endpoint (/metrics, /healthz, /readyz, /customers, /segments);
+        /// empty: no HTTP.
+        public var listen = "127.0.0.1:9464"
+    }
     public var logLevel = "info"
 
     public init() {}

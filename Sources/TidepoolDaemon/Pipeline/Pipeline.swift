@@ -12,7 +12,8 @@ import TidepoolStore
 /// Threading: `run()` blocks the calling thread and does all the work on it, rebalance callbacks
 /// and delivery reports included. `requestStop()` may be called from any thread.
 public final class Pipeline: RebalanceListener {
-    public let config: TidepoolConfig
+    /// The running configuration (segments, campaigns and contact policy change on reload).
+    public private(set) var config: TidepoolConfig
     public let metrics: PipelineMetrics
     private let logger: Logger
     private let engine: Engine
@@ -37,6 +38,11 @@ public final class Pipeline: RebalanceListener {
     private var readySent = false
     private var subscribedNs: UInt64 = 0
     private var lastStatusNs: UInt64 = 0
+    private var lastLagNs: UInt64 = 0
+    /// Work handed in from other threads (HTTP queries, reloads), run on the pipeline thread
+    /// between batches: the engine is only ever touched by this thread.
+    private let jobs = Mutex<[Job]>([])
+    struct Job: @unchecked Sendable { let run: (Pipeline) -> Void }
 
     /// Why `run()` returned.
     public enum Outcome: Equatable {
@@ -60,9 +66,86 @@ public final class Pipeline: RebalanceListener {
         self.clock = clock
         self.engine = Engine(config: try config.engineConfig(), offsets: SystemTimeZones())
         self.decoder = TouchpointDecoder(limits: config.decoding)
+        self.counters.rulesVersion = config.ruleVersion
     }
 
     public func requestStop() { stopFlag.store(true, ordering: .relaxed) }
+
+    // MARK: - Work from other threads
+
+    /// Runs `body` with the engine on the pipeline thread, between two batches (within one poll
+    /// timeout). `body` must not keep the engine.
+    public func inspect(_ body: @escaping (Engine) -> Void) {
+        jobs.withLock { $0.append(Job { body($0.engine) }) }
+    }
+
+    /// Applies a new configuration's segments, campaigns and contact policy between two batches.
+    /// Other sections need a restart: they are reported in `ReloadOutcome.needsRestart` and keep
+    /// their running values. The blast radius is computed first and `reload.transitions` decides
+    /// which transitions the change itself publishes.
+    public func reload(_ new: TidepoolConfig, completion: @escaping (Result<ReloadOutcome, Error>) -> Void) {
+        jobs.withLock { $0.append(Job { $0.applyReload(new, completion) }) }
+    }
+
+    public struct ReloadOutcome: Sendable {
+        public var report: ReconfigureReport
+        /// Sections that differ from the running configuration but only take effect on restart.
+        public var needsRestart: [String]
+    }
+
+    public struct ReloadRejected: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// A reload whose file did not load (counted on the pipeline thread).
+    public func noteReloadRejected() {
+        jobs.withLock { $0.append(Job { $0.counters.reloadsRejected += 1 }) }
+    }
+
+    private func runJobs() {
+        let pending = jobs.withLock { j -> [Job] in
+            let out = j
+            j.removeAll()
+            return out
+        }
+        for job in pending { job.run(self) }
+    }
+
+    private func applyReload(_ new: TidepoolConfig, _ completion: (Result<ReloadOutcome, Error>) -> Void) {
+        guard new.aggregates == config.aggregates && new.models == config.models else {
+            counters.reloadsRejected += 1
+            return completion(.failure(ReloadRejected(description: "aggregates and models cannot change without a restart (the kept state depends on them)")))
+        }
+        let engineConfig: EngineConfig
+        do {
+            var merged = config
+            merged.segments = new.segments
+            merged.campaigns = new.campaigns
+            merged.contactPolicy = new.contactPolicy
+            merged.reloadPolicy = new.reloadPolicy
+            engineConfig = try merged.engineConfig()
+            var needsRestart: [String] = []
+            if new.kafka != config.kafka { needsRestart.append("kafka") }
+            if new.state != config.state { needsRestart.append("state") }
+            if new.decoding != config.decoding { needsRestart.append("decoding") }
+            if new.processing != config.processing { needsRestart.append("processing") }
+            if new.firstPurchase != config.firstPurchase { needsRestart.append("first_purchase") }
+            if new.latenessMs != config.latenessMs || new.idleAdvance != config.idleAdvance { needsRestart.append("time") }
+            if new.customerRetentionMs != config.customerRetentionMs { needsRestart.append("customers") }
+            if new.erasureKey != config.erasureKey { needsRestart.append("privacy") }
+            if new.http != config.http { needsRestart.append("http") }
+            if new.logLevel != config.logLevel { needsRestart.append("log") }
+            let now = clock()
+            let report = engine.reconfigure(engineConfig, policy: new.reloadPolicy) { output in route(output, nowMs: now) }
+            config = merged
+            counters.reloadsApplied += 1
+            counters.rulesVersion = merged.ruleVersion
+            completion(.success(ReloadOutcome(report: report, needsRestart: needsRestart)))
+        } catch {
+            counters.reloadsRejected += 1
+            completion(.failure(error))
+        }
+    }
     public var stopRequested: Bool { stopFlag.load(ordering: .relaxed) }
 
     /// Runs until `requestStop()` or a delivery failure. Throws only for start-up errors
@@ -105,6 +188,7 @@ public final class Pipeline: RebalanceListener {
             counters.batches += 1
             publish()
             lifecycleNotifications()
+            runJobs()
         }
         return shutdown()
     }
@@ -334,6 +418,7 @@ public final class Pipeline: RebalanceListener {
         }
         counters.checkpoints += 1
         counters.lastCheckpointMs = c.writeMs
+        counters.lastCheckpointAtMs = clock()
         do {
             try consumer.commit(c.offsets)
             counters.commits += 1
@@ -348,6 +433,7 @@ public final class Pipeline: RebalanceListener {
         let now = WallClock.monotonicNs()
         if !readySent && (counters.assignedPartitions > 0 || now - subscribedNs > 10_000_000_000) {
             readySent = true
+            counters.ready = true
             systemd.notify("READY=1\nSTATUS=processing \(counters.assignedPartitions) partitions")
             logger.info("ready", metadata: ["partitions": "\(counters.assignedPartitions)", "customers": "\(counters.customers)"])
         }
@@ -379,6 +465,16 @@ public final class Pipeline: RebalanceListener {
         counters.customers = engine.customerCount
         counters.segmentSizes = engine.segmentSizes
         counters.assignedPartitions = consumer?.assignment.count ?? 0
+        let now = WallClock.monotonicNs()
+        if let consumer, now - lastLagNs >= 1_000_000_000 {
+            lastLagNs = now
+            var lag: [String: Int64] = [:]
+            for p in engine.partitions.keys {
+                guard let high = consumer.cachedHighWatermark(topic: p.topic, partition: p.partition) else { continue }
+                lag[p.description] = max(0, high - (nextOffsets[p] ?? counters.positions[p.description] ?? high))
+            }
+            counters.lag = lag
+        }
         metrics.publish(counters)
     }
 

@@ -41,6 +41,17 @@ public struct PipelineCounters: Sendable, Equatable {
     /// How long taking a checkpoint stopped processing (flush + snapshot), last and longest, ms.
     public var lastCheckpointStallMs: Double = 0
     public var maxCheckpointStallMs: Double = 0
+    /// Wall-clock time of the last completed checkpoint (ms since the epoch; 0: none yet).
+    public var lastCheckpointAtMs: Int64 = 0
+    /// Consumer lag per partition ("topic[p]" -> records behind the high watermark).
+    public var lag: [String: Int64] = [:]
+    /// Restored and processing (systemd READY=1 sent).
+    public var ready = false
+    /// Configuration reloads applied and rejected.
+    public var reloadsApplied: Int64 = 0
+    public var reloadsRejected: Int64 = 0
+    /// Version (hash) of the segments and campaigns running now.
+    public var rulesVersion = ""
 
     public init() {}
 

@@ -27,6 +27,13 @@ public struct CustomerView: Sendable, Equatable {
     /// every event type the customer has in its buckets.
     public var windows: [(String, String)]
     public var memberships: [Membership]
+    /// Campaign episodes waiting (campaign, due), what each campaign did (campaign, episodes,
+    /// last contact), contacts in the ledger (channel, at), channels with consent now, time zone.
+    public var pending: [(campaign: String, dueMs: Int64)] = []
+    public var campaigns: [(campaign: String, episodes: Int, lastContactMs: Int64?)] = []
+    public var ledger: [(channel: String, atMs: Int64)] = []
+    public var consentedChannels: [String] = []
+    public var timeZone: String = ""
 
     public static func == (a: CustomerView, b: CustomerView) -> Bool {
         a.customerID == b.customerID && a.atMs == b.atMs && a.memberships == b.memberships
@@ -66,13 +73,22 @@ extension Engine {
                     }
                 }
             }
-            return CustomerView(
+            let camps = config.campaigns
+            func name(_ h: UInt64) -> String { camps.index(of: h).map { camps.campaigns[$0].name } ?? "(removed campaign)" }
+            var view = CustomerView(
                 customerID: id, partition: pid, atMs: t, lifetimeEvents: a.lifetimeEvents, lifetimeOrders: a.lifetimeOrders,
                 lifetimeSpend: Money(units: a.lifetimeSpend), firstSeenMs: a.firstSeen, lastSeenMs: a.lastSeen,
                 distinctChannels: a.distinctChannels, lifetimeOwnedShare: a.lifetimeOwnedShare,
                 rfm: RFMClass.of(a, at: t, segs.models),
                 lifecycle: LifecycleStage.of(a, returnedAtMs: r.returnedAtMs, at: t, segs.models),
                 windows: windows, memberships: memberships)
+            view.pending = r.contact.pending.map { (name($0.campaign), $0.dueMs) }
+            view.campaigns = r.contact.marks.map { (name($0.campaign), Int($0.episodes), $0.lastContactMs == .min ? nil : $0.lastContactMs) }
+            view.ledger = r.contact.ledger.map { (channels.names[Int($0.channel)], $0.atMs) }
+            view.consentedChannels = channels.names.indices.dropFirst()
+                .filter { r.contact.consented(UInt8($0), optInMask: camps.optInMask) }.map { channels.names[$0] }
+            view.timeZone = r.contact.timeZone.isEmpty ? camps.policy.defaultTimeZone : r.contact.timeZone
+            return view
         }
         return nil
     }

@@ -159,13 +159,12 @@ public struct PartitionState: Sendable {
 /// out. No I/O and no clock of its own: the same events and `advance` calls in the same order
 /// always give the same state and outputs.
 public final class Engine {
-    public let config: EngineConfig
+    public private(set) var config: EngineConfig
     public let channels: ChannelTable
     public internal(set) var partitions: [PartitionID: PartitionState] = [:]
-    private let ruleVersions: [String]
-    private let segmentNames: [String]
+    private var ruleVersions: [String]
     private let erasureSeed: UInt64
-    private let usesLifecycle: Bool
+    private var usesLifecycle: Bool
     /// Time zone offsets for quiet hours.
     let offsets: any UTCOffsetSource
 
@@ -174,7 +173,6 @@ public final class Engine {
         self.offsets = offsets
         self.channels = ChannelTable(config.aggregates)
         self.ruleVersions = config.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
-        self.segmentNames = config.segments.segments.map(\.name)
         self.usesLifecycle = config.segments.allTerms.recalledForMs != nil
         self.erasureSeed = StableHash.hash64(Array("tidepool-erasure:".utf8) + Array(config.erasureKey.utf8))
     }
@@ -364,6 +362,101 @@ public final class Engine {
         ps.timers.push(TimerHeap.Entry(due: due, key: ps.customers[slot].idHash, slot: Int32(slot)))
     }
 
+    // MARK: - Reconfiguration
+
+    /// Swaps in new segments, campaigns and contact policy (a configuration reload) without losing
+    /// any customer state. Memberships carry over by segment name; every customer is re-evaluated
+    /// at its evaluation time under the new rules. Transitions caused by the change itself are
+    /// emitted (and start campaigns) according to `policy`. Aggregates and models must not change
+    /// (their state layout depends on them); the caller checks that.
+    public func reconfigure(_ new: EngineConfig, policy: ReloadPolicy, emit: (EngineOutput) -> Void) -> ReconfigureReport {
+        precondition(new.aggregates == config.aggregates && new.segments.models == config.segments.models,
+                     "aggregates and models cannot change on reload")
+        let oldSegs = config.segments.segments
+        let newSegs = new.segments.segments
+        var map: [(UInt64, UInt64)] = []
+        for (i, s) in oldSegs.enumerated() {
+            if let j = newSegs.firstIndex(where: { $0.name == s.name }) { map.append((1 << UInt64(i), 1 << UInt64(j))) }
+        }
+        func remap(_ bits: UInt64) -> UInt64 {
+            var out: UInt64 = 0
+            for (a, b) in map where bits & a != 0 { out |= b }
+            return out
+        }
+        // Dry run: how many customers each segment would gain and lose.
+        var entering = [Int](repeating: 0, count: newSegs.count), exiting = entering
+        var removedMembers = [Int](repeating: 0, count: oldSegs.count)
+        for ps in partitions.values {
+            for slot in ps.customers.indices where ps.customers[slot].live {
+                let r = ps.customers[slot]
+                let t = max(r.evaluatedAtMs, ps.streamTimeMs)
+                let before = remap(r.memberships)
+                let after = new.segments.memberships(r.aggregates, now: t, channels: channels, returnedAtMs: r.returnedAtMs)
+                for j in newSegs.indices {
+                    let bit: UInt64 = 1 << UInt64(j)
+                    if after & bit != 0 && before & bit == 0 { entering[j] += 1 }
+                    if after & bit == 0 && before & bit != 0 { exiting[j] += 1 }
+                }
+                for i in oldSegs.indices where r.memberships & (1 << UInt64(i)) != 0 && !newSegs.contains(where: { $0.name == oldSegs[i].name }) {
+                    removedMembers[i] += 1
+                }
+            }
+        }
+        // Which segments publish their reload transitions.
+        var loud: UInt64 = 0
+        for j in newSegs.indices {
+            switch policy {
+            case .emit: loud |= 1 << UInt64(j)
+            case .silent: break
+            case .cap(let n): if entering[j] + exiting[j] <= n { loud |= 1 << UInt64(j) }
+            }
+        }
+        var report = ReconfigureReport()
+        for (j, s) in newSegs.enumerated() {
+            let old = oldSegs.first { $0.name == s.name }
+            let status: ReconfigureReport.Status = old == nil ? .added : old!.rule == s.rule ? .unchanged : .changed
+            report.segments.append(.init(name: s.name, status: status, entering: entering[j], exiting: exiting[j],
+                                         emitted: loud & (1 << UInt64(j)) != 0))
+        }
+        for (i, s) in oldSegs.enumerated() where !newSegs.contains(where: { $0.name == s.name }) {
+            report.segments.append(.init(name: s.name, status: .removed, entering: 0, exiting: removedMembers[i], emitted: false))
+        }
+        let oldCampaigns = Set(config.campaigns.definitions.map(\.name)), newCampaigns = Set(new.campaigns.definitions.map(\.name))
+        report.campaignsAdded = newCampaigns.subtracting(oldCampaigns).sorted()
+        report.campaignsRemoved = oldCampaigns.subtracting(newCampaigns).sorted()
+        report.campaignsChanged = new.campaigns.definitions.filter { d in
+            config.campaigns.definitions.contains { $0.name == d.name && $0 != d }
+        }.map(\.name)
+
+        // Switch, then bring every customer up to date under the new rules.
+        config = new
+        ruleVersions = new.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
+        usesLifecycle = new.segments.allTerms.recalledForMs != nil
+        for p in Array(partitions.keys) {
+            withPartition(p) { ps in
+                var sizes = [Int](repeating: 0, count: newSegs.count)
+                for slot in ps.customers.indices where ps.customers[slot].live {
+                    let r = ps.customers[slot]
+                    let t = max(r.evaluatedAtMs, ps.streamTimeMs)
+                    var bits = remap(r.memberships)
+                    if loud != UInt64.max >> UInt64(64 - max(newSegs.count, 1)) {
+                        // Quiet segments take their new membership without a transition.
+                        let after = new.segments.memberships(r.aggregates, now: t, channels: channels, returnedAtMs: r.returnedAtMs)
+                        bits = (bits & loud) | (after & ~loud)
+                    }
+                    ps.customers[slot].memberships = bits
+                    for j in newSegs.indices where bits & (1 << UInt64(j)) != 0 { sizes[j] += 1 }
+                }
+                ps.stats.segmentSizes = sizes
+                for slot in ps.customers.indices where ps.customers[slot].live {
+                    let t = max(ps.customers[slot].evaluatedAtMs, ps.streamTimeMs)
+                    evaluate(&ps, slot: slot, at: t, cause: nil, emit: emit)
+                }
+            }
+        }
+        return report
+    }
+
     // MARK: - Customers
 
     private func slot(for id: String, in ps: inout PartitionState) -> Int {
@@ -482,4 +575,33 @@ struct TimerHeap: Sendable {
         }
         return top
     }
+}
+
+/// What a reload does with the segment transitions it causes itself.
+public enum ReloadPolicy: Sendable, Equatable {
+    /// Publish them like any other transition (campaigns start).
+    case emit
+    /// Apply the new memberships without transitions (no campaign starts).
+    case silent
+    /// Publish a segment's transitions only when at most this many customers enter or leave it;
+    /// larger changes are applied silently (a rule typo cannot message the whole base).
+    case cap(Int)
+}
+
+/// The blast radius of a reload: per segment, how many customers enter and leave.
+public struct ReconfigureReport: Sendable, Equatable {
+    public enum Status: String, Sendable { case added, changed, unchanged, removed }
+    public struct Segment: Sendable, Equatable {
+        public var name: String
+        public var status: Status
+        public var entering: Int
+        public var exiting: Int
+        /// Whether its transitions were published (policy).
+        public var emitted: Bool
+    }
+    public var segments: [Segment] = []
+    public var campaignsAdded: [String] = []
+    public var campaignsRemoved: [String] = []
+    public var campaignsChanged: [String] = []
+    public init() {}
 }
