@@ -13,8 +13,9 @@ public struct SQLiteError: Error, CustomStringConvertible, Equatable {
 final class SQLiteConnection {
     private(set) var db: OpaquePointer?
 
-    init(path: String) throws {
-        let rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+    init(path: String, readOnly: Bool = false) throws {
+        let flags = readOnly ? SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
         if rc != SQLITE_OK {
             let msg = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
             sqlite3_close(db)

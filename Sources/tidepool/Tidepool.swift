@@ -5,13 +5,17 @@ import TidepoolDaemon
 import TidepoolEngine
 import TidepoolHTTP
 import TidepoolKafka
+import TidepoolStore
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 @main
 struct Tidepool: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tidepool",
         abstract: "Real-time customer engine: touchpoints from Kafka in, re-engagement triggers out.",
-        subcommands: [Run.self, Demo.self, Validate.self, Erase.self, MockBroker.self]
+        subcommands: [Run.self, Demo.self, Validate.self, Inspect.self, Segments.self, Replay.self, Erase.self, MockBroker.self]
     )
 }
 
@@ -238,5 +242,124 @@ struct MockBroker: ParsableCommand {
         stop.wait()
         _ = signals
         withExtendedLifetime(cluster) {}
+    }
+}
+
+
+/// GET from the running daemon's HTTP endpoint; the body, or an error naming the address.
+func httpGet(_ url: String) throws -> (Int, String) {
+    guard let u = URL(string: url) else { throw ValidationError("not a URL: \(url)") }
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) var result: (Int, String)? = nil
+    nonisolated(unsafe) var failure: Error? = nil
+    URLSession.shared.dataTask(with: u) { data, response, error in
+        if let error { failure = error } else {
+            result = ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data ?? Data(), as: UTF8.self))
+        }
+        done.signal()
+    }.resume()
+    done.wait()
+    if let failure { throw RuntimeError("cannot reach \(url): \(failure.localizedDescription) (is the daemon running with http.listen set?)") }
+    return result!
+}
+
+struct RuntimeError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// The daemon's base URL from a configuration's http.listen.
+func baseURL(_ cfg: TidepoolConfig) throws -> String {
+    guard !cfg.http.listen.isEmpty else { throw ValidationError("http.listen is empty in the configuration: use --offline") }
+    return "http://\(cfg.http.listen)"
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show one customer: aggregates, segment memberships with explanations, campaign state.",
+        discussion: "Asks the running daemon (GET /customers/ID on http.listen), or with --offline reads the checkpoint file (state.path) read-only, which works while the daemon runs or when it is stopped.")
+
+    @Option(name: .long, help: "Configuration file (YAML).")
+    var config: String
+    @Flag(name: .long, help: "Read the checkpoint file instead of asking the daemon.")
+    var offline = false
+    @Argument(help: "The customer_id.")
+    var customer: String
+
+    func run() throws {
+        let cfg = try loadConfig(config)
+        if !offline {
+            let encoded = customer.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? customer
+            let (status, body) = try httpGet(try baseURL(cfg) + "/customers/" + encoded)
+            print(body, terminator: "")
+            if status != 200 { throw ExitCode(ExitStatus.failure) }
+            return
+        }
+        guard !cfg.state.path.isEmpty else { throw ValidationError("state.path is empty: there is no checkpoint to read") }
+        let reader = try CheckpointReader(path: cfg.state.path)
+        guard let (p, blob) = try reader.find(customer) else {
+            FileHandle.standardError.write("tidepool: \(customer) is not in \(cfg.state.path)\n".data(using: .utf8)!)
+            throw ExitCode(ExitStatus.failure)
+        }
+        let engine = Engine(config: try cfg.engineConfig(), offsets: SystemTimeZones())
+        try engine.restore(p.partition, maxEventTimeMs: p.maxEventTimeMs, streamTimeMs: p.streamTimeMs, stats: PartitionStats(),
+                           customers: [(customer, blob)])
+        guard let view = engine.view(customer) else { throw ExitCode(ExitStatus.failure) }
+        print(String(decoding: InspectionJSON.encode(InspectionJSON.customer(view)), as: UTF8.self), terminator: "")
+    }
+}
+
+struct Segments: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Members and transitions per segment, from the running daemon (GET /segments).")
+
+    @Option(name: .long, help: "Configuration file (YAML).")
+    var config: String
+
+    func run() throws {
+        let cfg = try loadConfig(config)
+        let (status, body) = try httpGet(try baseURL(cfg) + "/segments")
+        guard status == 200, let doc = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+              let segs = doc["segments"] as? [[String: Any]] else {
+            print(body, terminator: "")
+            throw ExitCode(ExitStatus.failure)
+        }
+        print("rules version \(doc["rules_version"] ?? "?")")
+        print("segment".padding(toLength: 28, withPad: " ", startingAt: 0) + "members".leftPad(12) + "transitions".leftPad(14))
+        for s in segs {
+            print("\(s["segment"] ?? "")".padding(toLength: 28, withPad: " ", startingAt: 0)
+                  + "\(s["members"] ?? 0)".leftPad(12) + "\(s["transitions"] ?? 0)".leftPad(14))
+        }
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
+
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Backtest a draft configuration over historical events, offline.",
+        discussion: "Reads a JSON-lines file of touchpoints, or a Kafka topic from its beginning to its current end (with a throwaway consumer group that commits nothing), through a fresh engine with the draft's segments and campaigns. Reports daily entries and exits per segment and, per campaign, the decisions by outcome after caps, consent and holdout. Produces nothing and never touches the live state.")
+
+    @Option(name: .long, help: "Draft configuration file (YAML); its kafka section is used to read --from TOPIC.")
+    var config: String
+    @Option(name: .long, help: "A JSON-lines file (one touchpoint per line), or a topic name.")
+    var from: String
+    @Option(name: .long, help: "After the last event, let stream time run on this long (e.g. 30d) so that dormancy and delays fire.")
+    var advance: String = "0s"
+
+    func run() throws {
+        let cfg = try loadConfig(config)
+        guard let extra = DurationText.parseMs(advance) else { throw ValidationError("--advance must be a duration such as 30d") }
+        let backtest = try Backtest(config: cfg)
+        let now = WallClock.nowMs()
+        if FileManager.default.fileExists(atPath: from) {
+            try backtest.feedFile(from, nowMs: now)
+        } else {
+            try backtest.feedTopic(from, nowMs: now)
+        }
+        let partial = backtest.finish()
+        if partial.events > 0 { backtest.advance(to: partial.lastEventMs - cfg.latenessMs + extra) }
+        print(Backtest.render(backtest.finish()))
     }
 }

@@ -456,8 +456,21 @@ segments:
         wait_for(lambda: scraped()[("tidepool_config_reloads_total", (("result", "applied"),))] == 1, 20, "applied reload")
         sizes = {s["segment"]: s["members"] for s in json.loads(http_get(port, "/segments")[2])["segments"]}
         assert sizes == {"browsers": 20, "buyers": 5}
+
+        # The CLI asks the running daemon.
+        out = subprocess.run([BIN, "segments", "--config", str(config)], check=True, capture_output=True, text=True).stdout
+        assert [l.split()[:2] for l in out.splitlines()[2:]] == [["browsers", "20"], ["buyers", "5"]], out
+        out = subprocess.run([BIN, "inspect", "--config", str(config), "h-4"], check=True, capture_output=True, text=True).stdout
+        assert json.loads(out)["lifetime"]["orders"] == 1
     finally:
         assert daemon.stop() == 0
+    # Offline, from the checkpoint file the daemon left.
+    out = subprocess.run([BIN, "inspect", "--offline", "--config", str(config), "h-4"], check=True, capture_output=True, text=True).stdout
+    doc = json.loads(out)
+    assert doc["customer_id"] == "h-4" and doc["lifetime"]["events"] == 2
+    assert {s["segment"]: s["member"] for s in doc["segments"]} == {"browsers": True, "buyers": True}
+    missing = subprocess.run([BIN, "inspect", "--offline", "--config", str(config), "nobody"], capture_output=True, text=True)
+    assert missing.returncode == 1 and "nobody is not in" in missing.stderr
     log = (tmp_path / "daemon.log").read_text()
     bad_line = len(base.splitlines()) + 1
     assert "reload rejected" in log and f"{config}:{bad_line}:34: segment 'buyers'" in log, "the rejection names file:line"
