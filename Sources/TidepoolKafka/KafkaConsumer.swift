@@ -203,6 +203,15 @@ public final class KafkaConsumer {
         }
     }
 
+    /// Reads these partitions from these offsets without joining a group (no rebalances, nothing
+    /// committed unless asked): for reading a topic back, e.g. the trigger topic on restore.
+    public func assign(_ partitions: [TopicPartitionOffset]) throws {
+        let list = partitionList(partitions)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let err = rd_kafka_assign(rk, list)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, "assign") }
+    }
+
     /// Commits exactly these offsets (next offsets to read) synchronously, skipping partitions this
     /// member no longer owns: their new owner commits for them now.
     public func commit(_ offsets: [TopicPartitionOffset]) throws {

@@ -7,6 +7,18 @@ public struct CheckpointError: Error, CustomStringConvertible, Equatable {
     public var description: String { message }
 }
 
+/// The end of an output partition (the trigger topic) as acknowledged when a checkpoint was taken.
+public struct OutputOffset: Sendable, Equatable {
+    public var topic: String
+    public var partition: Int32
+    public var nextOffset: Int64
+    public init(topic: String, partition: Int32, nextOffset: Int64) {
+        self.topic = topic
+        self.partition = partition
+        self.nextOffset = nextOffset
+    }
+}
+
 /// The partition rows of a checkpoint: where each partition's state stands.
 public struct PartitionCheckpoint: Sendable, Equatable {
     public var partition: PartitionID
@@ -29,6 +41,7 @@ public final class CheckpointStore {
     private let deleteCustomer: SQLiteConnection.Statement
     private let upsertPartition: SQLiteConnection.Statement
     private let upsertErased: SQLiteConnection.Statement
+    private let upsertOutput: SQLiteConnection.Statement
 
     /// Opens (or creates) the checkpoint at `path`. A file that fails SQLite's integrity check,
     /// or was written by another format version, is refused with the reason.
@@ -47,6 +60,8 @@ public final class CheckpointStore {
                 CREATE TABLE IF NOT EXISTS erased(topic TEXT NOT NULL, partition INTEGER NOT NULL,
                     id_hash INTEGER NOT NULL, erased_at INTEGER NOT NULL,
                     PRIMARY KEY(topic, partition, id_hash)) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS outputs(topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                    next_offset INTEGER NOT NULL, PRIMARY KEY(topic, partition)) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS customers(topic TEXT NOT NULL, partition INTEGER NOT NULL,
                     customer_id TEXT NOT NULL, state BLOB NOT NULL,
                     PRIMARY KEY(topic, partition, customer_id)) WITHOUT ROWID;
@@ -67,6 +82,7 @@ public final class CheckpointStore {
         upsertCustomer = try conn.prepare("INSERT OR REPLACE INTO customers(topic, partition, customer_id, state) VALUES(?, ?, ?, ?)")
         deleteCustomer = try conn.prepare("DELETE FROM customers WHERE topic = ? AND partition = ? AND customer_id = ?")
         upsertErased = try conn.prepare("INSERT OR REPLACE INTO erased(topic, partition, id_hash, erased_at) VALUES(?, ?, ?, ?)")
+        upsertOutput = try conn.prepare("INSERT OR REPLACE INTO outputs(topic, partition, next_offset) VALUES(?, ?, ?)")
         upsertPartition = try conn.prepare(
             "INSERT OR REPLACE INTO partitions(topic, partition, next_offset, max_event_time, stream_time) VALUES(?, ?, ?, ?, ?)")
     }
@@ -75,9 +91,15 @@ public final class CheckpointStore {
     public let storedConfigVersion: String?
 
     /// Writes one checkpoint: every snapshot with the offset it reflects, in one transaction.
-    public func write(_ snapshots: [(PartitionSnapshot, nextOffset: Int64)]) throws {
+    /// `outputs`: the end of the trigger topic's partitions as acknowledged when the snapshot was
+    /// taken (every trigger the checkpointed state implies lies before them).
+    public func write(_ snapshots: [(PartitionSnapshot, nextOffset: Int64)], outputs: [OutputOffset] = []) throws {
         try conn.exec("BEGIN IMMEDIATE")
         do {
+            for o in outputs {
+                upsertOutput.bind(1, o.topic); upsertOutput.bind(2, Int64(o.partition)); upsertOutput.bind(3, o.nextOffset)
+                try upsertOutput.run()
+            }
             for (s, next) in snapshots {
                 let topic = s.partition.topic, part = Int64(s.partition.partition)
                 // Evictions first: a customer evicted and seen again since is in both lists.
@@ -103,6 +125,14 @@ public final class CheckpointStore {
             try? conn.exec("ROLLBACK")
             throw error
         }
+    }
+
+    /// The output (trigger topic) offsets of the last checkpoint.
+    public func outputs() throws -> [OutputOffset] {
+        let s = try conn.prepare("SELECT topic, partition, next_offset FROM outputs ORDER BY topic, partition")
+        var out: [OutputOffset] = []
+        while try s.step() { out.append(OutputOffset(topic: s.text(0), partition: Int32(s.int64(1)), nextOffset: s.int64(2))) }
+        return out
     }
 
     /// Where a partition's checkpoint stands, or nil when it has none.

@@ -68,5 +68,23 @@ final class CheckpointPipelineTests: XCTestCase {
         XCTAssertTrue(eventually("restored") { second.pipeline.metrics.snapshot.customers == customers })
         XCTAssertEqual(try second.stop(), .stopped)
         XCTAssertEqual(second.pipeline.metrics.snapshot.recordsIn, 0, "nothing reprocessed")
+
+        // The file is damaged. Default policy: refuse to start, with the reason.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: config.state.path))
+        try Data(repeating: 0x5A, count: bytes.count).write(to: URL(fileURLWithPath: config.state.path))
+        for suffix in ["-wal", "-shm"] { unlink(config.state.path + suffix) }
+        XCTAssertThrowsError(try Pipeline(config: config, logger: Logger(label: "cp3")).run()) { e in
+            XCTAssertTrue("\(e)".contains("not a usable checkpoint"), "\(e)")
+        }
+        // rebuild: the file is moved aside and the state is rebuilt from the earliest offsets,
+        // although the group has committed everything.
+        config.state.onCorrupt = "rebuild"
+        let third = PipelineThread(try Pipeline(config: config, logger: Logger(label: "cp4")))
+        third.start()
+        XCTAssertTrue(eventually("rebuilt") { third.pipeline.metrics.snapshot.recordsIn == Int64(total) })
+        XCTAssertTrue(eventually("same customers") { third.pipeline.metrics.snapshot.customers == customers })
+        XCTAssertEqual(try third.stop(), .stopped)
+        let aside = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("state.sqlite.corrupt-") }
+        XCTAssertEqual(aside.count, 1, "the damaged file is kept for a post-mortem")
     }
 }

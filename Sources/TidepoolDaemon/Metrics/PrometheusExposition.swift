@@ -43,6 +43,8 @@ public enum PrometheusExposition {
         }
         w.family("tidepool_triggers_produced_total", "counter", "Triggers produced on the trigger topic")
         w.sample("tidepool_triggers_produced_total", [], Double(c.triggersProduced))
+        w.family("tidepool_triggers_deduplicated_total", "counter", "Triggers re-created by a replay after a crash and found already on the trigger topic (not produced again)")
+        w.sample("tidepool_triggers_deduplicated_total", [], Double(c.triggersDeduplicated))
         w.family("tidepool_records_delivered_total", "counter", "Records acknowledged by the broker, by topic role")
         w.sample("tidepool_records_delivered_total", [("topic", "triggers")], Double(c.triggersDelivered))
         w.sample("tidepool_records_delivered_total", [("topic", "dead_letters")], Double(c.deadLettersDelivered))

@@ -39,6 +39,15 @@ public final class Pipeline: RebalanceListener {
     private var subscribedNs: UInt64 = 0
     private var lastStatusNs: UInt64 = 0
     private var lastLagNs: UInt64 = 0
+    /// End of each trigger-topic partition as acknowledged (offset of the last delivery + 1).
+    private var triggerEnds: [Int32: Int64] = [:]
+    /// Trigger ids found on the trigger topic after the last checkpoint's output offsets: a replay
+    /// after a crash does not produce them again.
+    /// With where each lies: until the replay has re-created them, checkpoints must not record
+    /// output offsets past them (a second crash would otherwise lose track of them).
+    private var alreadyProduced: [String: (partition: Int32, offset: Int64)] = [:]
+    /// The checkpoint was unusable and moved aside: partitions start from their earliest offset.
+    private var rebuildFromBeginning = false
     /// Work handed in from other threads (HTTP queries, reloads), run on the pipeline thread
     /// between batches: the engine is only ever touched by this thread.
     private let jobs = Mutex<[Job]>([])
@@ -152,7 +161,18 @@ public final class Pipeline: RebalanceListener {
     /// (bad librdkafka properties, subscription failure).
     public func run() throws -> Outcome {
         if !config.state.path.isEmpty {
-            let store = try CheckpointStore(path: config.state.path, configVersion: config.ruleVersion)
+            let store: CheckpointStore
+            do {
+                store = try CheckpointStore(path: config.state.path, configVersion: config.ruleVersion)
+            } catch let e as CheckpointError where config.state.onCorrupt == "rebuild" {
+                // Keep the bad file for a post-mortem; rebuild from the input's earliest offsets.
+                let aside = config.state.path + ".corrupt-\(WallClock.nowMs())"
+                for suffix in ["", "-wal", "-shm"] { _ = rename(config.state.path + suffix, aside + suffix) }
+                logger.critical("checkpoint unusable; rebuilding state from the earliest retained input offsets",
+                                metadata: ["error": "\(e)", "moved_to": "\(aside)"])
+                store = try CheckpointStore(path: config.state.path, configVersion: config.ruleVersion)
+                rebuildFromBeginning = true
+            }
             writer = CheckpointWriter(store: store)
             if let old = store.storedConfigVersion, old != config.ruleVersion {
                 logger.notice("rules changed since the checkpoint was written; memberships are re-evaluated as customers are seen",
@@ -163,6 +183,7 @@ public final class Pipeline: RebalanceListener {
         producer = try KafkaProducer(properties: config.producerProperties) { [unowned self] report in
             self.onDelivery(report)
         }
+        if let writer { try readTriggersBack(writer.store) }
         consumer = try KafkaConsumer(properties: config.consumerProperties, listener: self,
                                      maxBatch: config.processing.batchSize)
         try consumer.subscribe(config.kafka.inputTopics)
@@ -178,7 +199,9 @@ public final class Pipeline: RebalanceListener {
             if config.idleAdvance { advanceIdlePartitions(wallMs: now) }
             if let writer {
                 if let c = writer.poll() { checkpointCompleted(c) }
-                if !writer.inFlight && WallClock.monotonicNs() - lastCheckpointNs >= UInt64(config.state.checkpointIntervalMs) * 1_000_000 {
+                let due = WallClock.monotonicNs() - lastCheckpointNs >= UInt64(config.state.checkpointIntervalMs) * 1_000_000
+                    || (config.state.checkpointDirtyCustomers > 0 && engine.dirtyCount >= config.state.checkpointDirtyCustomers)
+                if !writer.inFlight && due {
                     startCheckpoint(synchronous: false)
                 }
             }
@@ -191,6 +214,36 @@ public final class Pipeline: RebalanceListener {
             runJobs()
         }
         return shutdown()
+    }
+
+    /// Crash safety for triggers: read the trigger topic back from the last checkpoint's output
+    /// offsets to its end (the replay will re-create those triggers; they are not produced again),
+    /// then record the current ends as the baseline, so that a crash before the first checkpoint
+    /// of this run is covered too.
+    private func readTriggersBack(_ store: CheckpointStore) throws {
+        let topic = config.kafka.triggerTopic
+        let outputs = try store.outputs().filter { $0.topic == topic }
+        let t0 = WallClock.monotonicNs()
+        alreadyProduced = try TriggerReadBack.ids(from: outputs, consumerProperties: config.consumerProperties, producer: producer)
+        var baseline: [OutputOffset] = []
+        if let n = try? producer.partitionCount(topic: topic) {
+            for p in 0..<Int32(n) {
+                guard let (_, high) = try? producer.queryWatermarks(topic: topic, partition: p) else { continue }
+                let stored = outputs.first { $0.partition == p }?.nextOffset ?? 0
+                triggerEnds[p] = max(high, stored)
+                baseline.append(OutputOffset(topic: topic, partition: p, nextOffset: pinnedOutput(p) ?? max(high, stored)))
+            }
+        }
+        try store.write([], outputs: baseline)
+        logger.info("trigger topic read back", metadata: ["triggers_after_checkpoint": "\(alreadyProduced.count)",
+                                                          "partitions": "\(baseline.count)",
+                                                          "ms": "\((WallClock.monotonicNs() - t0) / 1_000_000)"])
+    }
+
+    /// The offset of the earliest trigger read back that the replay has not re-created yet.
+    private func pinnedOutput(_ partition: Int32) -> Int64? {
+        guard !alreadyProduced.isEmpty else { return nil }
+        return alreadyProduced.values.lazy.filter { $0.partition == partition }.map(\.offset).min()
     }
 
     // MARK: - Per record
@@ -279,6 +332,10 @@ public final class Pipeline: RebalanceListener {
     /// cancelled) is counted, and published on the suppressed topic when one is configured.
     private func emit(_ t: Trigger, nowMs: Int64) {
         counters.count(t.outcome, campaign: t.campaign)
+        if t.outcome == .sent && !alreadyProduced.isEmpty && alreadyProduced.removeValue(forKey: t.triggerID) != nil {
+            counters.triggersDeduplicated += 1
+            return
+        }
         let topic = t.outcome == .sent ? config.kafka.triggerTopic : config.kafka.suppressedTopic
         guard !topic.isEmpty else { return }
         encoder.encode(t, emittedAtMs: nowMs, into: &outBuffer)
@@ -326,6 +383,7 @@ public final class Pipeline: RebalanceListener {
         }
         if r.topic == config.kafka.triggerTopic {
             counters.triggersDelivered += 1
+            if r.offset >= 0 { triggerEnds[r.partition] = max(triggerEnds[r.partition] ?? 0, r.offset + 1) }
         } else if r.topic == config.kafka.deadLetterTopic {
             counters.deadLettersDelivered += 1
         } else {
@@ -398,7 +456,10 @@ public final class Pipeline: RebalanceListener {
             if let next = nextOffsets[p] { snapshots.append((s, nextOffset: next)) }
         }
         let offsets = snapshots.map { TopicPartitionOffset(topic: $0.0.partition.topic, partition: $0.0.partition.partition, offset: $0.nextOffset) }
-        writer.submit(snapshots, offsets: offsets)
+        let outputs = triggerEnds.map {
+            OutputOffset(topic: config.kafka.triggerTopic, partition: $0.key, nextOffset: min($0.value, pinnedOutput($0.key) ?? .max))
+        }
+        writer.submit(snapshots, offsets: offsets, outputs: outputs)
         let stallMs = Double(WallClock.monotonicNs() - started) / 1e6
         counters.lastCheckpointStallMs = stallMs
         counters.maxCheckpointStallMs = max(counters.maxCheckpointStallMs, stallMs)
@@ -493,6 +554,8 @@ public final class Pipeline: RebalanceListener {
                     if let next = try writer.store.restore(p, into: engine) {
                         start = next
                         nextOffsets[p] = next
+                    } else if rebuildFromBeginning {
+                        start = -2  // RD_KAFKA_OFFSET_BEGINNING: the group's commits are ahead of the lost state
                     }
                 } catch {
                     // A checkpoint that cannot be read must not be silently replaced by an empty state.

@@ -9,6 +9,8 @@ public struct PipelineCounters: Sendable, Equatable {
     /// Dead letters by DeadLetterReason.index.
     public var deadLettersByReason = [Int64](repeating: 0, count: DeadLetterReason.allCases.count)
     public var triggersProduced: Int64 = 0
+    /// Triggers a replay after a crash re-created but the trigger topic already had (not produced again).
+    public var triggersDeduplicated: Int64 = 0
     /// Campaign decisions by campaign name, indexed by `TriggerOutcome.allCases` order.
     public var campaignOutcomes: [String: [Int64]] = [:]
     /// Campaign episodes deferred out of quiet hours, by campaign name.

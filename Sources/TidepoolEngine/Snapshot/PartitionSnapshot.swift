@@ -14,6 +14,9 @@ public struct PartitionSnapshot: Sendable {
 }
 
 extension Engine {
+    /// Customers changed since the last checkpoint, over all partitions.
+    public var dirtyCount: Int { partitions.values.reduce(0) { $0 + $1.dirty.count } }
+
     /// Takes the partition's changes since the previous checkpoint and marks them clean. The
     /// caller must persist them (with the offset they reflect) before the next call.
     public func takeCheckpoint(_ p: PartitionID) -> PartitionSnapshot? {
