@@ -40,7 +40,7 @@ public struct TidepoolConfig: Equatable, Sendable {
         /// How often dirty customers are checkpointed (and offsets committed after them).
         public var checkpointIntervalMs: Int64 = 5_000
         /// Also checkpoint as soon as this many customers have changed (0: by interval only).
-        public var checkpointDirtyCustomers = 200_000
+        public var checkpointDirtyCustomers = 100_000
         /// A checkpoint file that fails its integrity check or has another format: `refuse` to
         /// start (exit 1), or `rebuild`: move it aside and replay the input from its earliest
         /// retained offset.

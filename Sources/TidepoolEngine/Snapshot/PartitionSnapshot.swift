@@ -5,8 +5,27 @@ public struct PartitionSnapshot: Sendable {
     public var maxEventTimeMs: Int64
     public var streamTimeMs: Int64
     public var stats: PartitionStats
-    /// Changed customers: id and encoded state (CustomerRecordCodec).
-    public var upserts: [(String, [UInt8])]
+    /// Changed customers: id and state. Copies of the records share their arrays with the live
+    /// engine (copy on write), so taking them is a retain per array, not a copy of the data, and
+    /// encoding happens later on the writer's thread (`encodedUpserts`).
+    public var changed: [(String, CustomerRecord)]
+    /// Changed customers, encoded (CustomerRecordCodec): computed on each call, off the pipeline thread.
+    public var upserts: [(String, [UInt8])] {
+        var scratch: [UInt8] = []
+        scratch.reserveCapacity(4096)
+        return changed.map { id, record in
+            CustomerRecordCodec.encode(record, into: &scratch)
+            // One exact-size allocation per customer (Array(scratch) would share the scratch
+            // buffer, and the next encode would then allocate a full-capacity copy).
+            let blob = scratch.withUnsafeBufferPointer { src in
+                [UInt8](unsafeUninitializedCapacity: src.count) { dst, n in
+                    _ = dst.initialize(from: src)
+                    n = src.count
+                }
+            }
+            return (id, blob)
+        }
+    }
     /// Customers evicted or erased since the previous checkpoint.
     public var removed: [String]
     /// Erasures since the previous checkpoint: keyed hash of the id and erasure time.
@@ -22,29 +41,16 @@ extension Engine {
     public func takeCheckpoint(_ p: PartitionID) -> PartitionSnapshot? {
         guard var ps = partitions[p] else { return nil }
         partitions[p] = nil  // unique ownership: edit in place, no copy of the customer table
-        var upserts: [(String, [UInt8])] = []
-        upserts.reserveCapacity(ps.dirty.count)
-        var scratch: [UInt8] = []
-        scratch.reserveCapacity(4096)
+        var changed: [(String, CustomerRecord)] = []
+        changed.reserveCapacity(ps.dirty.count)
         for slot in ps.dirty {
             let s = Int(slot)
             guard ps.customers[s].dirty else { continue }
             ps.customers[s].dirty = false
-            if ps.customers[s].live {
-                CustomerRecordCodec.encode(ps.customers[s], into: &scratch)
-                // One exact-size allocation per customer (Array(scratch) would share the scratch
-                // buffer, and the next encode would then allocate a full-capacity copy).
-                let blob = scratch.withUnsafeBufferPointer { src in
-                    [UInt8](unsafeUninitializedCapacity: src.count) { dst, n in
-                        _ = dst.initialize(from: src)
-                        n = src.count
-                    }
-                }
-                upserts.append((ps.ids[s], blob))
-            }
+            if ps.customers[s].live { changed.append((ps.ids[s], ps.customers[s])) }
         }
         let snapshot = PartitionSnapshot(partition: p, maxEventTimeMs: ps.maxEventTimeMs, streamTimeMs: ps.streamTimeMs,
-                                         stats: ps.stats, upserts: upserts, removed: ps.removed, erased: ps.newlyErased)
+                                         stats: ps.stats, changed: changed, removed: ps.removed, erased: ps.newlyErased)
         ps.newlyErased.removeAll()
         ps.dirty.removeAll(keepingCapacity: true)
         ps.removed.removeAll(keepingCapacity: true)
