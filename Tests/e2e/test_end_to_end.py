@@ -140,18 +140,7 @@ def topic_total(bootstrap, topic):
 
 def wait_committed_to_end(bootstrap, timeout=60):
     """The daemon's group has committed every input partition to its high watermark."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP, "enable.auto.commit": False})
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            committed = c.committed([TopicPartition(INPUT, p) for p in range(PARTITIONS)], timeout=10)
-            highs = [c.get_watermark_offsets(TopicPartition(INPUT, p), timeout=10)[1] for p in range(PARTITIONS)]
-            if [tp.offset for tp in committed] == highs:
-                return highs
-            time.sleep(0.2)
-        raise AssertionError(f"committed {[tp.offset for tp in committed]} != end {highs}")
-    finally:
-        c.close()
+    return wait_committed_to_end_for(bootstrap, GROUP, 0, timeout)
 
 
 def test_daemon_end_to_end(broker, tmp_path):
@@ -471,6 +460,13 @@ segments:
     assert {s["segment"]: s["member"] for s in doc["segments"]} == {"browsers": True, "buyers": True}
     missing = subprocess.run([BIN, "inspect", "--offline", "--config", str(config), "nobody"], capture_output=True, text=True)
     assert missing.returncode == 1 and "nobody is not in" in missing.stderr
+    # A backtest of the running rules over the input topic: read with a throwaway group, nothing produced.
+    before = topic_total(broker, TRIGGERS)
+    out = subprocess.run([BIN, "replay", "--config", str(config), "--from", INPUT], check=True, capture_output=True, text=True).stdout
+    assert out.startswith("replayed 25 events (0 rejected), 20 customers"), out
+    assert "browsers +20/-0" in out and "buyers +5/-0" in out, out
+    assert "welcome: sent 5" in out, out
+    assert topic_total(broker, TRIGGERS) == before
     log = (tmp_path / "daemon.log").read_text()
     bad_line = len(base.splitlines()) + 1
     assert "reload rejected" in log and f"{config}:{bad_line}:34: segment 'buyers'" in log, "the rejection names file:line"
@@ -610,6 +606,8 @@ def test_sigkill_twenty_times_loses_nothing_and_duplicates_nothing(broker, tmp_p
 
 
 def wait_committed_to_end_for(bootstrap, group, expected_total, timeout=120):
+    """`group` has committed every input partition to its high watermark, and the input holds at
+    least `expected_total` records. Returns the high watermarks."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     deadline = time.time() + timeout
     try:
@@ -617,7 +615,7 @@ def wait_committed_to_end_for(bootstrap, group, expected_total, timeout=120):
             committed = c.committed([TopicPartition(INPUT, p) for p in range(PARTITIONS)], timeout=10)
             highs = [c.get_watermark_offsets(TopicPartition(INPUT, p), timeout=10)[1] for p in range(PARTITIONS)]
             if [tp.offset for tp in committed] == highs and sum(highs) >= expected_total:
-                return
+                return highs
             time.sleep(0.2)
         raise AssertionError(f"{group}: committed {[tp.offset for tp in committed]} != end {highs}")
     finally:
