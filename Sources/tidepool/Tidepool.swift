@@ -31,15 +31,27 @@ func bootstrapLogging(level: String) {
     LoggingSystem.bootstrap { label in JournalLogHandler(label: label, level: lvl) }
 }
 
+/// Signal sources live as long as the process. Keeping them in a local is not enough: an
+/// optimized build may release a local after its last use, the source is then cancelled, and
+/// SIGTERM would be swallowed (the signal is ignored so that only the source sees it).
+nonisolated(unsafe) private var signalSources: [DispatchSourceSignal] = []
+
 /// Runs `body` when SIGTERM or SIGINT arrives. The handlers stay installed for the process.
-func onTerminationSignal(_ body: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
-    [SIGTERM, SIGINT].map { sig in
-        signal(sig, SIG_IGN)
-        let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        src.setEventHandler(handler: body)
-        src.resume()
-        return src
-    }
+func onTerminationSignal(_ body: @escaping @Sendable () -> Void) {
+    for sig in [SIGTERM, SIGINT] { installSignalSource(sig, body) }
+}
+
+/// Runs `body` on SIGHUP (systemd's ExecReload sends it).
+func onReloadSignal(_ body: @escaping @Sendable () -> Void) {
+    installSignalSource(SIGHUP, body)
+}
+
+private func installSignalSource(_ sig: Int32, _ body: @escaping @Sendable () -> Void) {
+    signal(sig, SIG_IGN)
+    let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+    src.setEventHandler(handler: body)
+    src.resume()
+    signalSources.append(src)
 }
 
 func loadConfig(_ path: String) throws -> TidepoolConfig {
@@ -62,8 +74,8 @@ struct Run: ParsableCommand {
         bootstrapLogging(level: cfg.logLevel)
         let logger = Logger(label: "tidepool")
         let worker = PipelineThread(try Pipeline(config: cfg, logger: logger))
-        let signals = onTerminationSignal { [worker] in worker.pipeline.requestStop() }
-        let reload = onReloadSignal { [worker, config] in Self.reload(worker, path: config, logger: logger) }
+        onTerminationSignal { [worker] in worker.pipeline.requestStop() }
+        onReloadSignal { [worker, config] in Self.reload(worker, path: config, logger: logger) }
         worker.start()
         var server: StatusServer? = nil
         if !cfg.http.listen.isEmpty {
@@ -89,7 +101,6 @@ struct Run: ParsableCommand {
                 _ = done.wait(timeout: .now() + 5)
             }
         }
-        _ = reload
         let outcome: Pipeline.Outcome
         do {
             outcome = try worker.wait()
@@ -97,7 +108,6 @@ struct Run: ParsableCommand {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(error is KafkaError && (error as! KafkaError).code == -1 ? ExitStatus.config : ExitStatus.failure)
         }
-        _ = signals
         if outcome != .stopped { throw ExitCode(ExitStatus.failure) }
     }
 }
@@ -135,14 +145,6 @@ extension Run {
     }
 }
 
-/// Runs `body` on SIGHUP (systemd's ExecReload sends it).
-func onReloadSignal(_ body: @escaping @Sendable () -> Void) -> DispatchSourceSignal {
-    signal(SIGHUP, SIG_IGN)
-    let src = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-    src.setEventHandler(handler: body)
-    src.resume()
-    return src
-}
 
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Check a configuration file without running it.")
@@ -238,9 +240,8 @@ struct MockBroker: ParsableCommand {
         print("bootstrap.servers=\(cluster.bootstrapServers)")
         fflush(stdout)
         let stop = DispatchSemaphore(value: 0)
-        let signals = onTerminationSignal { stop.signal() }
+        onTerminationSignal { stop.signal() }
         stop.wait()
-        _ = signals
         withExtendedLifetime(cluster) {}
     }
 }
