@@ -91,13 +91,68 @@ public final class CheckpointStore {
 
     /// The configuration version the file was last written with (nil for a new file).
     public let storedConfigVersion: String?
+    /// The segments (name, rule) a partition's memberships were written with (nil: not recorded).
+    public func storedSegments(_ p: PartitionID) throws -> [(name: String, rule: String)]? {
+        let s = try conn.prepare("SELECT value FROM meta WHERE key = ?")
+        s.bind(1, "segments:\(p.partition):\(p.topic)")
+        guard try s.step() else { return nil }
+        return CheckpointStore.decodeSegments(s.text(0))
+    }
+
+    /// One segment per line, "name<TAB>rule", with backslash, newline and tab escaped in rules.
+    static func encodeSegments(_ segments: [(name: String, rule: String)]) -> String {
+        segments.map { s in
+            var rule = ""
+            for ch in s.rule {
+                switch ch {
+                case "\\": rule += "\\\\"
+                case "\n": rule += "\\n"
+                case "\t": rule += "\\t"
+                default: rule.append(ch)
+                }
+            }
+            return s.name + "\t" + rule
+        }.joined(separator: "\n")
+    }
+
+    static func decodeSegments(_ text: String) -> [(name: String, rule: String)] {
+        guard !text.isEmpty else { return [] }
+        return text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            let parts = line.split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)
+            var rule = ""
+            var escaped = false
+            for ch in parts.count > 1 ? parts[1] : "" {
+                if escaped {
+                    rule.append(ch == "n" ? "\n" : ch == "t" ? "\t" : ch)
+                    escaped = false
+                } else if ch == "\\" {
+                    escaped = true
+                } else {
+                    rule.append(ch)
+                }
+            }
+            return (String(parts[0]), rule)
+        }
+    }
 
     /// Writes one checkpoint: every snapshot with the offset it reflects, in one transaction.
     /// `outputs`: the end of the trigger topic's partitions as acknowledged when the snapshot was
     /// taken (every trigger the checkpointed state implies lies before them).
-    public func write(_ snapshots: [(PartitionSnapshot, nextOffset: Int64)], outputs: [OutputOffset] = []) throws {
+    public func write(_ snapshots: [(PartitionSnapshot, nextOffset: Int64)], outputs: [OutputOffset] = [],
+                      segments: [(name: String, rule: String)]? = nil) throws {
         try conn.exec("BEGIN IMMEDIATE")
         do {
+            if let segments {
+                // Per partition: a partition's rows are rewritten only when it is assigned here.
+                let set = try conn.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)")
+                let text = CheckpointStore.encodeSegments(segments)
+                for (s, _) in snapshots {
+                    set.reset()
+                    set.bind(1, "segments:\(s.partition.partition):\(s.partition.topic)")
+                    set.bind(2, text)
+                    try set.run()
+                }
+            }
             for o in outputs {
                 upsertOutput.bind(1, o.topic); upsertOutput.bind(2, Int64(o.partition)); upsertOutput.bind(3, o.nextOffset)
                 try upsertOutput.run()
@@ -167,16 +222,20 @@ public final class CheckpointStore {
     }
 
     /// Loads a partition into `engine`; returns the offset to resume from (nil: no checkpoint).
-    public func restore(_ p: PartitionID, into engine: Engine) throws -> Int64? {
+    /// Restores a partition into `engine`; returns its next input offset (nil: no checkpoint) and,
+    /// when the checkpoint was written under other segment rules, how they were adopted.
+    public func restore(_ p: PartitionID, into engine: Engine,
+                        policy: ReloadPolicy = .emit) throws -> (nextOffset: Int64, rulesChanged: ReconfigureReport?)? {
         guard let cp = try partition(p) else { return nil }
         let rows = try customers(p)
         let erasedRows = try erased(p)
         do {
-            try engine.restore(p, maxEventTimeMs: cp.maxEventTimeMs, streamTimeMs: cp.streamTimeMs,
-                               stats: PartitionStats(), customers: rows, erased: erasedRows)
+            let report = try engine.restore(p, maxEventTimeMs: cp.maxEventTimeMs, streamTimeMs: cp.streamTimeMs,
+                                            stats: PartitionStats(), customers: rows, erased: erasedRows,
+                                            storedSegments: try storedSegments(p), policy: policy)
+            return (cp.nextOffset, report)
         } catch {
             throw CheckpointError(message: "\(path): customer state of \(p) cannot be read: \(error)")
         }
-        return cp.nextOffset
     }
 }

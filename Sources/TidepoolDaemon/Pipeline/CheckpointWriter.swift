@@ -24,13 +24,14 @@ final class CheckpointWriter: @unchecked Sendable {
     init(store: CheckpointStore) { self.store = store }
 
     /// Starts writing `snapshots`; `offsets` are what the pipeline may commit once it succeeded.
-    func submit(_ snapshots: [(PartitionSnapshot, nextOffset: Int64)], offsets: [TopicPartitionOffset], outputs: [OutputOffset]) {
+    func submit(_ snapshots: [(PartitionSnapshot, nextOffset: Int64)], offsets: [TopicPartitionOffset], outputs: [OutputOffset],
+                segments: [(name: String, rule: String)]) {
         precondition(!inFlight, "one checkpoint write at a time")
         inFlight = true
         queue.async { [self] in
             let t0 = WallClock.monotonicNs()
             var err: Error? = nil
-            do { try store.write(snapshots, outputs: outputs) } catch { err = error }
+            do { try store.write(snapshots, outputs: outputs, segments: segments) } catch { err = error }
             let c = Completed(offsets: offsets, error: err, writeMs: Double(WallClock.monotonicNs() - t0) / 1e6)
             finished.withLock { $0 = c }
             done.signal()

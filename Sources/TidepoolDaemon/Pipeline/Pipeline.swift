@@ -175,7 +175,7 @@ public final class Pipeline: RebalanceListener {
             }
             writer = CheckpointWriter(store: store)
             if let old = store.storedConfigVersion, old != config.ruleVersion {
-                logger.notice("rules changed since the checkpoint was written; memberships are re-evaluated as customers are seen",
+                logger.notice("rules changed since the checkpoint was written; memberships carry over by segment name, new and changed segments follow reload.transitions",
                               metadata: ["checkpoint": "\(config.state.path)"])
             }
             lastCheckpointNs = WallClock.monotonicNs()
@@ -459,7 +459,8 @@ public final class Pipeline: RebalanceListener {
         let outputs = triggerEnds.map {
             OutputOffset(topic: config.kafka.triggerTopic, partition: $0.key, nextOffset: min($0.value, pinnedOutput($0.key) ?? .max))
         }
-        writer.submit(snapshots, offsets: offsets, outputs: outputs)
+        writer.submit(snapshots, offsets: offsets, outputs: outputs,
+                      segments: engine.config.segments.segments.map { ($0.name, $0.rule) })
         let stallMs = Double(WallClock.monotonicNs() - started) / 1e6
         counters.lastCheckpointStallMs = stallMs
         counters.maxCheckpointStallMs = max(counters.maxCheckpointStallMs, stallMs)
@@ -551,9 +552,17 @@ public final class Pipeline: RebalanceListener {
                 // The connection is the writer's while a write is in flight.
                 if let c = writer.wait() { checkpointCompleted(c) }
                 do {
-                    if let next = try writer.store.restore(p, into: engine) {
+                    if let (next, changed) = try writer.store.restore(p, into: engine, policy: config.reloadPolicy) {
                         start = next
                         nextOffsets[p] = next
+                        if let changed {
+                            for s in changed.segments where s.status != .unchanged {
+                                logger.notice("segment rules changed since the checkpoint", metadata: [
+                                    "partition": "\(p)", "segment": "\(s.name)", "status": "\(s.status.rawValue)",
+                                    "entering": "\(s.entering)", "exiting": "\(s.exiting)",
+                                    "transitions": "\(s.emitted ? "published" : s.status == .removed ? "none" : "applied silently")"])
+                            }
+                        }
                     } else if rebuildFromBeginning {
                         start = -2  // RD_KAFKA_OFFSET_BEGINNING: the group's commits are ahead of the lost state
                     }

@@ -60,8 +60,18 @@ extension Engine {
 
     /// Replaces a partition's state with a restored one: clocks, counters and every customer
     /// (id and encoded state). Timers are re-armed from each customer's due instant.
+    ///
+    /// `storedSegments`: the segments (name, rule) the checkpoint was written with. When they
+    /// differ from the running ones (the file was edited between a stop and a start), memberships
+    /// are carried over by name, and the segments that are new or whose rule changed are handled
+    /// like a reload under `policy`: their transitions fire at the customer's next evaluation
+    /// (which is scheduled now), or their new memberships are taken silently. The returned report
+    /// says how many customers enter and leave each segment.
+    @discardableResult
     public func restore(_ p: PartitionID, maxEventTimeMs: Int64, streamTimeMs: Int64, stats: PartitionStats,
-                        customers: [(String, [UInt8])], erased: [UInt64: Int64] = [:]) throws(CustomerRecordCodec.DecodeError) {
+                        customers: [(String, [UInt8])], erased: [UInt64: Int64] = [:],
+                        storedSegments: [(name: String, rule: String)]? = nil,
+                        policy: ReloadPolicy = .emit) throws(CustomerRecordCodec.DecodeError) -> ReconfigureReport? {
         var ps = PartitionState()
         ps.erased = erased
         ps.maxEventTimeMs = maxEventTimeMs
@@ -83,6 +93,82 @@ extension Engine {
             if r.dueMs != .max { schedule(&ps, slot: slot, r.dueMs) }
         }
         ps.stats.segmentSizes = sizes
+        var report: ReconfigureReport? = nil
+        let current = config.segments.segments
+        if let stored = storedSegments,
+           stored.map(\.name) != current.map(\.name) || stored.map(\.rule) != current.map(\.rule) {
+            report = adoptChangedRules(&ps, stored: stored, policy: policy)
+        }
         partitions[p] = ps
+        return report
+    }
+
+    /// Memberships restored under other rules: remap by name, then treat new and changed
+    /// segments like a reload (see `restore`).
+    private func adoptChangedRules(_ ps: inout PartitionState, stored: [(name: String, rule: String)],
+                                   policy: ReloadPolicy) -> ReconfigureReport {
+        let current = config.segments.segments
+        var map: [(UInt64, UInt64)] = []
+        var stale: UInt64 = 0
+        for (j, s) in current.enumerated() {
+            if let i = stored.firstIndex(where: { $0.name == s.name }) {
+                map.append((1 << UInt64(i), 1 << UInt64(j)))
+                if stored[i].rule != s.rule { stale |= 1 << UInt64(j) }
+            } else {
+                stale |= 1 << UInt64(j)
+            }
+        }
+        var entering = [Int](repeating: 0, count: current.count), exiting = entering
+        var after = [UInt64](repeating: 0, count: ps.customers.count)
+        for slot in ps.customers.indices where ps.customers[slot].live {
+            var bits: UInt64 = 0
+            for (a, b) in map where ps.customers[slot].memberships & a != 0 { bits |= b }
+            ps.customers[slot].memberships = bits
+            let r = ps.customers[slot]
+            let t = max(r.evaluatedAtMs, ps.streamTimeMs)
+            after[slot] = config.segments.memberships(r.aggregates, now: t, channels: channels, returnedAtMs: r.returnedAtMs)
+            for j in current.indices where stale & (1 << UInt64(j)) != 0 {
+                let bit: UInt64 = 1 << UInt64(j)
+                if after[slot] & bit != 0 && bits & bit == 0 { entering[j] += 1 }
+                if after[slot] & bit == 0 && bits & bit != 0 { exiting[j] += 1 }
+            }
+        }
+        var quiet: UInt64 = 0
+        for j in current.indices where stale & (1 << UInt64(j)) != 0 {
+            switch policy {
+            case .emit: break
+            case .silent: quiet |= 1 << UInt64(j)
+            case .cap(let n): if entering[j] + exiting[j] > n { quiet |= 1 << UInt64(j) }
+            }
+        }
+        var sizes = [Int](repeating: 0, count: current.count)
+        for slot in ps.customers.indices where ps.customers[slot].live {
+            let bits = (ps.customers[slot].memberships & ~quiet) | (after[slot] & quiet)
+            ps.customers[slot].memberships = bits
+            // The next checkpoint rewrites every row in the new layout.
+            if !ps.customers[slot].dirty {
+                ps.customers[slot].dirty = true
+                ps.dirty.append(Int32(slot))
+            }
+            for j in current.indices where bits & (1 << UInt64(j)) != 0 { sizes[j] += 1 }
+            // Evaluate under the new rules at the next advance (timers were computed under the old ones).
+            if stale != 0 {
+                let t = max(ps.customers[slot].evaluatedAtMs, ps.streamTimeMs)
+                ps.customers[slot].dueMs = t
+                if t < ps.customers[slot].scheduledMs { schedule(&ps, slot: slot, t) }
+            }
+        }
+        ps.stats.segmentSizes = sizes
+        var report = ReconfigureReport()
+        for (j, s) in current.enumerated() {
+            let old = stored.first { $0.name == s.name }
+            report.segments.append(.init(name: s.name, status: old == nil ? .added : old!.rule == s.rule ? .unchanged : .changed,
+                                         entering: entering[j], exiting: exiting[j],
+                                         emitted: stale & (1 << UInt64(j)) != 0 && quiet & (1 << UInt64(j)) == 0))
+        }
+        for s in stored where !current.contains(where: { $0.name == s.name }) {
+            report.segments.append(.init(name: s.name, status: .removed, entering: 0, exiting: 0, emitted: false))
+        }
+        return report
     }
 }
