@@ -27,20 +27,77 @@ public struct ContactEntry: Sendable, Equatable {
 }
 
 /// Per-customer campaign state: pending episodes, what each campaign did, the contact ledger,
-/// consent per channel and the customer's time zone. Empty (and cheap) for customers no campaign
-/// has touched.
+/// consent per channel and the customer's time zone.
+///
+/// Most customers never have any, so it is one optional reference (8 bytes in the customer
+/// record instead of 56), allocated on first write and copied on write like an array: a
+/// checkpoint snapshot holding a copy never sees later changes.
 public struct ContactState: Sendable, Equatable {
-    public var pending: [PendingTrigger] = []
-    public var marks: [CampaignMark] = []
-    /// Contacts sent within the longest cap window, oldest first.
-    public var ledger: [ContactEntry] = []
-    /// Bit per channel index: explicit consent granted / withdrawn (the latest event wins).
-    public var consentGranted: UInt64 = 0
-    public var consentWithdrawn: UInt64 = 0
-    /// IANA zone or fixed offset from the customer's events; "" for the policy's default.
-    public var timeZone: String = ""
+    final class Storage: @unchecked Sendable {
+        var pending: [PendingTrigger] = []
+        var marks: [CampaignMark] = []
+        var ledger: [ContactEntry] = []
+        var consentGranted: UInt64 = 0
+        var consentWithdrawn: UInt64 = 0
+        var timeZone = ""
+        init() {}
+        func copy() -> Storage {
+            let c = Storage()
+            c.pending = pending; c.marks = marks; c.ledger = ledger
+            c.consentGranted = consentGranted; c.consentWithdrawn = consentWithdrawn; c.timeZone = timeZone
+            return c
+        }
+    }
+
+    private var storage: Storage?
 
     public init() {}
+
+    private mutating func unique() -> Storage {
+        if let s = storage, isKnownUniquelyReferenced(&storage) { return s }
+        let s = storage?.copy() ?? Storage()
+        storage = s
+        return s
+    }
+
+    public var pending: [PendingTrigger] {
+        get { storage?.pending ?? [] }
+        _modify { let s = unique(); yield &s.pending }
+        set { unique().pending = newValue }
+    }
+    public var marks: [CampaignMark] {
+        get { storage?.marks ?? [] }
+        _modify { let s = unique(); yield &s.marks }
+        set { unique().marks = newValue }
+    }
+    /// Contacts sent within the longest cap window, oldest first.
+    public var ledger: [ContactEntry] {
+        get { storage?.ledger ?? [] }
+        _modify { let s = unique(); yield &s.ledger }
+        set { unique().ledger = newValue }
+    }
+    /// Bit per channel index: explicit consent granted / withdrawn (the latest event wins).
+    public var consentGranted: UInt64 {
+        get { storage?.consentGranted ?? 0 }
+        set { unique().consentGranted = newValue }
+    }
+    public var consentWithdrawn: UInt64 {
+        get { storage?.consentWithdrawn ?? 0 }
+        set { unique().consentWithdrawn = newValue }
+    }
+    /// IANA zone or fixed offset from the customer's events; "" for the policy's default.
+    public var timeZone: String {
+        get { storage?.timeZone ?? "" }
+        set { unique().timeZone = newValue }
+    }
+
+    /// True when nothing is pending (the hot path asks this for every evaluation).
+    var hasPending: Bool { storage.map { !$0.pending.isEmpty } ?? false }
+
+    public static func == (a: ContactState, b: ContactState) -> Bool {
+        a.pending == b.pending && a.marks == b.marks && a.ledger == b.ledger && a.consentGranted == b.consentGranted
+            && a.consentWithdrawn == b.consentWithdrawn && a.timeZone == b.timeZone
+    }
 
     var isEmpty: Bool {
         pending.isEmpty && marks.isEmpty && ledger.isEmpty && consentGranted == 0 && consentWithdrawn == 0 && timeZone.isEmpty

@@ -348,7 +348,7 @@ public final class Engine {
                 ps.customers[slot].memberships = bits
             }
         }
-        if !ps.customers[slot].contact.pending.isEmpty {
+        if ps.customers[slot].contact.hasPending {
             decideDue(&ps, slot: slot, at: t, memberships: ps.customers[slot].memberships, emit: emit)
             next = min(next, ps.customers[slot].contact.earliestDue)
         }
