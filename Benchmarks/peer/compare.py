@@ -1,0 +1,251 @@
+"""Tidepool against a peer (Quix Streams) on the same broker and the same events, in one run.
+
+    python Benchmarks/peer/compare.py [--events N] [--customers N] [--partitions N]
+
+Starts `tidepool mock-broker` (librdkafka's mock cluster in its own process), produces N
+touchpoint events, then
+  1. runs `tidepool run` (10 segments, 3 campaigns, checkpoints on) and measures its rate from the
+     first event consumed to the last (polling /metrics);
+  2. runs a Quix Streams application over the same topic with its own consumer group: per-customer
+     state in RocksDB with daily purchase counts and sums, the rules count(purchase, 90d) >= 2 and
+     sum(purchase, 365d) >= 2000, and a record on an output topic whenever a membership flips;
+and prints both rates and their ratio. Everything is stopped by pid at the end.
+
+The peer does strictly less work than Tidepool (2 rules instead of 10 segments and 3 campaigns,
+no checkpoints of its own beyond its RocksDB state, no dead-letter validation).
+"""
+import argparse
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+from confluent_kafka import Producer
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("TIDEPOOL_BIN", str(ROOT / ".build" / "release" / "tidepool"))
+TOPIC = "touchpoints"
+PEER_OUT = "bench.quix.transitions"
+DAY = 86_400_000
+
+
+def line(name, value, unit, note=""):
+    print(f"{name:<44}{value:>14,.0f} {unit}" + (f"   ({note})" if note else ""), flush=True)
+
+
+def start_broker(partitions):
+    # Topics are created up front: the 2.0.2 mock does not implement CreateTopics' controller
+    # path either ("waiting for controller"), so Quix could not create its output topic.
+    proc = subprocess.Popen([BIN, "mock-broker", "--partitions", str(partitions), "--topic", TOPIC, "--topic", PEER_OUT,
+                             "--topic", "tidepool.triggers", "--topic", "tidepool.dead-letters"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = proc.stdout.readline().strip()
+    assert first.startswith("bootstrap.servers="), first
+    return proc, first.split("=", 1)[1]
+
+
+def produce(bootstrap, events, customers, seed=1):
+    rng = random.Random(seed)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000,
+                  "queue.buffering.max.messages": 2_000_000, "enable.idempotence": False, "acks": 1})
+    base = int(time.time() * 1000) - 60 * DAY
+    types = ["page_view"] * 5 + ["product_view"] * 2 + ["add_to_cart", "purchase", "message_open"]
+    channels = ["website", "app", "mini_program", "wecom", "tmall", "jd"]
+    t0 = time.time()
+    for n in range(events):
+        c = f"c{rng.randrange(customers)}"
+        kind = types[rng.randrange(len(types))]
+        e = {"event_id": f"e{n}", "customer_id": c, "type": kind, "channel": channels[rng.randrange(6)],
+             "timestamp": base + n * (60 * DAY // events)}
+        if kind == "purchase":
+            e["amount"] = 50 + rng.randrange(900)
+            e["currency"] = "CNY"
+        while True:
+            try:
+                p.produce(TOPIC, key=c.encode(), value=json.dumps(e, separators=(",", ":")).encode())
+                break
+            except BufferError:
+                p.poll(0.05)
+        if n % 10000 == 0:
+            p.poll(0)
+    p.flush(120)
+    return events / (time.time() - t0)
+
+
+SEGMENTS = {
+    "repeat_buyer": "count(purchase, 90d) >= 2",
+    "lapsed_visitor": "since(last(page_view)) > 14d",
+    "winback": "in_segment(repeat_buyer) and in_segment(lapsed_visitor)",
+    "big_spender": "sum(purchase, 365d) >= 2000",
+    "browsing_not_buying": "count(page_view, 7d) >= 3 and orders() == 0",
+    "cart_abandoner": "count(add_to_cart, 1d) >= 1 and count(purchase, 1d) == 0",
+    "engaged_reader": "count(message_open, 30d) >= 2",
+    "platform_heavy": "owned_share(90d) < 0.3",
+    "multichannel": "distinct_channels() >= 3",
+    "dormant_buyer": "orders() >= 1 and since(last()) > 30d",
+}
+
+
+def tidepool_config(path, bootstrap, state, port):
+    segs = "\n".join(f'  {k}: "{v}"' for k, v in SEGMENTS.items())
+    path.write_text(f"""
+kafka:
+  bootstrap_servers: "{bootstrap}"
+  group_id: bench-tidepool
+  input_topics: [{TOPIC}]
+  consumer:
+    session.timeout.ms: "6000"
+state:
+  path: "{state}"
+time:
+  idle_advance: false
+http:
+  listen: "127.0.0.1:{port}"
+log:
+  level: warning
+segments:
+{segs}
+campaigns:
+  winback:
+    on: {{segment_entered: winback}}
+    channels: [wecom, sms]
+    holdout: 10%
+    priority: 10
+  cart_rescue:
+    on: {{event: add_to_cart}}
+    delay: 2h
+    condition: "count(purchase, 1d) == 0"
+    channels: [wecom, app]
+    cooldown: 7d
+  dormant_buyer_sms:
+    on: {{segment_entered: dormant_buyer}}
+    channels: [sms]
+    cooldown: 90d
+contact_policy:
+  quiet_hours: none
+""")
+
+
+def scrape_events(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("tidepool_events_total{"))
+
+
+def run_tidepool(bootstrap, events, tmp):
+    import socket
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    cfg = tmp / "tidepool.yaml"
+    tidepool_config(cfg, bootstrap, tmp / "state.sqlite", port)
+    proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_at = None
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            n = scrape_events(port)
+            now = time.time()
+            if n and first_at is None:
+                first_at, first_n = now, n
+            if n is not None and n >= events:
+                return (n - first_n) / (now - first_at)
+            time.sleep(0.05)
+        raise RuntimeError("tidepool did not consume everything")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def metadata_only_inspection():
+    """quixstreams inspects topics with DescribeConfigs, which librdkafka 2.0.2's mock does not
+    implement; substitute partitions and replication from metadata, default retention/cleanup."""
+    from quixstreams.models.topics import admin
+    from quixstreams.models.topics.topic import TopicConfig
+
+    def inspect_topics(self, topic_names, timeout=30):
+        topics = self.list_topics(timeout=timeout)
+        return {t: (TopicConfig(num_partitions=len(topics[t].partitions),
+                                replication_factor=len(topics[t].partitions[0].replicas) or 1,
+                                extra_config={"retention.ms": "604800000", "cleanup.policy": "delete"})
+                    if t in topics else None)
+                for t in topic_names}
+    admin.TopicAdmin.inspect_topics = inspect_topics
+
+
+def run_peer(bootstrap, events, tmp):
+    metadata_only_inspection()
+    from quixstreams import Application
+    app = Application(broker_address=bootstrap, consumer_group="bench-quix", auto_offset_reset="earliest",
+                      use_changelog_topics=False, state_dir=str(tmp / "quix-state"), loglevel="WARNING",
+                      auto_create_topics=True)
+    src = app.topic(TOPIC, value_deserializer="json")
+    out = app.topic(PEER_OUT, value_serializer="json")
+    seen = {"n": 0, "first": None, "last": None}
+
+    def update(e, state):
+        now = time.time()
+        if seen["first"] is None:
+            seen["first"] = now
+        seen["n"] += 1
+        if seen["n"] >= events:
+            seen["last"] = now
+            threading.Thread(target=app.stop, daemon=True).start()
+        day = e["timestamp"] // DAY
+        days = state.get("days", {})
+        if e["type"] == "purchase":
+            c, s = days.get(str(day), (0, 0))
+            days[str(day)] = (c + 1, s + e.get("amount", 0))
+        days = {d: v for d, v in days.items() if int(d) > day - 365}
+        state.set("days", days)
+        count90 = sum(v[0] for d, v in days.items() if int(d) > day - 90)
+        sum365 = sum(v[1] for v in days.values())
+        flags = {"repeat_buyer": count90 >= 2, "big_spender": sum365 >= 2000}
+        before = state.get("flags", {"repeat_buyer": False, "big_spender": False})
+        if flags != before:
+            state.set("flags", flags)
+            return {"customer_id": e["customer_id"], "flags": flags, "at": e["timestamp"]}
+        return None
+
+    sdf = app.dataframe(src)
+    sdf = sdf.apply(update, stateful=True).filter(lambda v: v is not None)
+    sdf.to_topic(out)
+    app.run()
+    return (seen["n"] - 1) / (seen["last"] - seen["first"])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=int(os.environ.get("PEER_EVENTS", "1000000")))
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--partitions", type=int, default=64)
+    a = ap.parse_args()
+    broker, bootstrap = start_broker(a.partitions)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = pathlib.Path(d)
+            rate = produce(bootstrap, a.events, a.customers)
+            line("produce (confluent-kafka, Python)", rate, "events/s", f"{a.events} events, {a.partitions} partitions")
+            tp = run_tidepool(bootstrap, a.events, tmp)
+            line("tidepool end to end (1 pipeline thread)", tp, "events/s",
+                 f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, checkpoints on")
+            print("quix streams: topic inspection is metadata-only (the mock lacks DescribeConfigs); "
+                  "changelog topics off (state in local RocksDB only); topics pre-created in the mock", flush=True)
+            peer = run_peer(bootstrap, a.events, tmp)
+            line("quix streams peer", peer, "events/s", f"{a.events} events, 2 rules, per-customer RocksDB state")
+            print(f"{'tidepool / peer':<44}{tp / peer:>14.1f} x", flush=True)
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        broker.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
