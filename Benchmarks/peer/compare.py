@@ -33,6 +33,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("TIDEPOOL_BIN", str(ROOT / ".build" / "release" / "tidepool"))
 TOPIC = "touchpoints"
 PEER_OUT = "bench.quix.transitions"
+LIVE = "touchpoints.live"  # one per latency run: LIVE + ".0", LIVE + ".1"
 DAY = 86_400_000
 
 
@@ -43,7 +44,7 @@ def line(name, value, unit, note=""):
 def start_broker(partitions):
     # Topics are created up front: the 2.0.2 mock does not implement CreateTopics' controller
     # path either ("waiting for controller"), so Quix could not create its output topic.
-    proc = subprocess.Popen([BIN, "mock-broker", "--partitions", str(partitions), "--topic", TOPIC, "--topic", PEER_OUT,
+    proc = subprocess.Popen([BIN, "mock-broker", "--partitions", str(partitions), "--topic", TOPIC, "--topic", PEER_OUT, "--topic", LIVE + ".0", "--topic", LIVE + ".1",
                              "--topic", "tidepool.triggers", "--topic", "tidepool.dead-letters"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     first = proc.stdout.readline().strip()
@@ -165,6 +166,87 @@ def run_tidepool(bootstrap, events, tmp):
         proc.wait(timeout=60)
 
 
+def run_latency(bootstrap, rate, seconds, tmp, live):
+    """Paced load: `rate` first purchases per second (each fires the built-in first-purchase
+    trigger, fired_at = the event's timestamp = its produce time) for `seconds`. Latency = when the
+    trigger record reaches a consumer of the trigger topic - fired_at (wall clock, one machine).
+    The daemon is tuned for latency here (Benchmarks/README.md, "Latency"): fetch.wait.max.ms=10, producer
+    linger.ms=1, processing.poll_timeout=5ms."""
+    import socket
+    from confluent_kafka import Consumer
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    cfg = tmp / "latency.yaml"
+    tidepool_config(cfg, bootstrap, tmp / f"latency-{rate}.sqlite", port)
+    cfg.write_text(cfg.read_text().replace("group_id: bench-tidepool", f"group_id: bench-latency-{rate}")
+                   .replace(f"input_topics: [{TOPIC}]", f"input_topics: [{live}]")
+                   .replace('    session.timeout.ms: "6000"', '    session.timeout.ms: "6000"\n    fetch.wait.max.ms: "10"\n  producer:\n    linger.ms: "1"')
+                   + "processing:\n  poll_timeout: 5ms\n")
+    proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{time.time()}", "auto.offset.reset": "latest",
+                  "fetch.wait.max.ms": 5, "enable.auto.commit": False})
+    c.subscribe(["tidepool.triggers"])
+    try:
+        while True:  # ready, and the reader has its assignment
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    break
+    except OSError:
+        time.sleep(0.2)
+    deadline = time.time() + 30
+    while not c.assignment() and time.time() < deadline:
+        c.poll(0.1)
+    latencies = []
+    stop = threading.Event()
+    sent = {"n": 0}
+
+    def pace():
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": False, "acks": 1})
+        t0, n = time.time(), 0
+        while time.time() - t0 < seconds:
+            due = t0 + n / rate
+            now = time.time()
+            if due > now:
+                time.sleep(min(due - now, 0.001))
+                continue
+            ms = int(time.time() * 1000)
+            cust = f"live-{rate}-{n}"
+            p.produce(live, key=cust.encode(), value=json.dumps(
+                {"event_id": f"l{n}", "customer_id": cust, "type": "purchase", "channel": "app", "timestamp": ms,
+                 "amount": 10, "currency": "CNY"}, separators=(",", ":")).encode())
+            n += 1
+            if n % 100 == 0:
+                p.poll(0)
+        p.flush(30)
+        sent["n"] = n
+        stop.set()
+
+    producer = threading.Thread(target=pace)
+    producer.start()
+    end = None
+    while end is None or time.time() < end:
+        if stop.is_set() and end is None:
+            end = time.time() + 3
+        for m in c.consume(1000, 0.05):
+            if m.error() is None and m.value():
+                got = time.time() * 1000
+                d = json.loads(m.value())
+                if d.get("reason", {}).get("kind") == "first_purchase":
+                    latencies.append(got - datetime_ms(d["fired_at"]))
+    producer.join()
+    c.close()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    latencies.sort()
+    if not latencies:
+        raise RuntimeError("no triggers read back")
+    return latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)], f"{len(latencies)} triggers, {sent['n']} events sent"
+
+
+def datetime_ms(text):
+    import datetime
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
+
+
 def metadata_only_inspection():
     """quixstreams inspects topics with DescribeConfigs, which librdkafka 2.0.2's mock does not
     implement; substitute partitions and replication from metadata, default retention/cleanup."""
@@ -237,6 +319,12 @@ def main():
             tp = run_tidepool(bootstrap, a.events, tmp)
             line("tidepool end to end (1 pipeline thread)", tp, "events/s",
                  f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, checkpoints on")
+            # Half the measured maximum, and a light load. The Python producer and reader share the
+            # 2 cores with the daemon and the broker, so at high rates they add their own delay.
+            for i, (rate, what) in enumerate(((max(1000, int(tp / 2)), "half the rate above"), (5000, "light load"))):
+                p50, p99, n = run_latency(bootstrap, rate, 10, tmp, f"{LIVE}.{i}")
+                line(f"latency event -> trigger read, p50", p50, "ms", f"{rate} events/s offered ({what}) for 10 s: {n}")
+                line(f"latency event -> trigger read, p99", p99, "ms", "wall clock: event produced -> trigger consumed downstream")
             print("quix streams: topic inspection is metadata-only (the mock lacks DescribeConfigs); "
                   "changelog topics off (state in local RocksDB only); topics pre-created in the mock", flush=True)
             peer = run_peer(bootstrap, a.events, tmp)
