@@ -102,6 +102,8 @@ public final class KafkaConsumer {
         "enable.auto.commit": "true",
         "auto.commit.interval.ms": "1000",
         "enable.partition.eof": "true",
+        // librdkafka's 500 ms default holds a fetch that long when a partition is quiet.
+        "fetch.wait.max.ms": "50",
         "queued.min.messages": "1000000",
     ]
 

@@ -25,7 +25,10 @@ public struct TidepoolConfig: Equatable, Sendable {
         /// Most records taken from librdkafka per poll.
         public var batchSize = 10_000
         /// How long one poll waits for records when there are none.
-        public var pollTimeoutMs: Int64 = 100
+        /// librdkafka's batch consume returns when the batch is full or this has passed, so at low
+        /// rates it adds up to this much latency to every event (10ms: p50 ~80 ms end to end at
+        /// light load, against ~380 ms with 100ms and librdkafka's 500 ms fetch wait).
+        public var pollTimeoutMs: Int64 = 10
     }
 
     public struct Shutdown: Equatable, Sendable {
