@@ -1,6 +1,9 @@
 """Tidepool against a peer (Quix Streams) on the same broker and the same events, in one run.
 
-    python Benchmarks/peer/compare.py [--events N] [--customers N] [--partitions N]
+    python Benchmarks/peer/compare.py [--events N] [--customers N] [--partitions N] [--no-latency]
+
+(or `bash Benchmarks/peer/run.sh ...`, which creates the virtualenv .build/venv-bench first).
+TIDEPOOL_BIN selects the binary (default .build/release/tidepool).
 
 Starts `tidepool mock-broker` (librdkafka's mock cluster in its own process), produces N
 touchpoint events, then
@@ -10,6 +13,11 @@ touchpoint events, then
      state in RocksDB with daily purchase counts and sums, the rules count(purchase, 90d) >= 2 and
      sum(purchase, 365d) >= 2000, and a record on an output topic whenever a membership flips;
 and prints both rates and their ratio. Everything is stopped by pid at the end.
+
+Both are checked against the answer computed from the generated events: every event falls within
+60 days, so repeat_buyer and big_spender only ever gain members, and at the end each must hold
+exactly the customers with >= 2 purchases / purchases summing to >= 2000 (a MISMATCH is printed
+otherwise).
 
 The peer does strictly less work than Tidepool (2 rules instead of 10 segments and 3 campaigns,
 no checkpoints of its own beyond its RocksDB state, no dead-letter validation).
@@ -26,8 +34,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+import warnings
 
-from confluent_kafka import Producer
+warnings.filterwarnings("ignore")
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("TIDEPOOL_BIN", str(ROOT / ".build" / "release" / "tidepool"))
@@ -39,6 +49,18 @@ DAY = 86_400_000
 
 def line(name, value, unit, note=""):
     print(f"{name:<44}{value:>14,.0f} {unit}" + (f"   ({note})" if note else ""), flush=True)
+
+
+def stop(proc, timeout=60):
+    """SIGTERM the process we started, by its pid; SIGKILL if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def start_broker(partitions):
@@ -53,7 +75,9 @@ def start_broker(partitions):
 
 
 def produce(bootstrap, events, customers, seed=1):
+    """Returns (events/s, expected members of repeat_buyer and big_spender at the end)."""
     rng = random.Random(seed)
+    orders = {}  # customer -> [purchases, spend]
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000,
                   "queue.buffering.max.messages": 2_000_000, "enable.idempotence": False, "acks": 1})
     base = int(time.time() * 1000) - 60 * DAY
@@ -68,6 +92,9 @@ def produce(bootstrap, events, customers, seed=1):
         if kind == "purchase":
             e["amount"] = 50 + rng.randrange(900)
             e["currency"] = "CNY"
+            o = orders.setdefault(c, [0, 0])
+            o[0] += 1
+            o[1] += e["amount"]
         while True:
             try:
                 p.produce(TOPIC, key=c.encode(), value=json.dumps(e, separators=(",", ":")).encode())
@@ -76,8 +103,12 @@ def produce(bootstrap, events, customers, seed=1):
                 p.poll(0.05)
         if n % 10000 == 0:
             p.poll(0)
-    p.flush(120)
-    return events / (time.time() - t0)
+    if p.flush(120) != 0:
+        raise RuntimeError("produce: records left undelivered")
+    rate = events / (time.time() - t0)
+    expected = {"repeat_buyer": sum(1 for n, _ in orders.values() if n >= 2),
+                "big_spender": sum(1 for _, s in orders.values() if s >= 2000)}
+    return rate, expected
 
 
 SEGMENTS = {
@@ -134,13 +165,20 @@ contact_policy:
 """)
 
 
-def scrape_events(port):
+def scrape(port):
+    """(valid events consumed, {segment: members}) from /metrics, or (None, {}) before it serves."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             text = r.read().decode()
     except OSError:
-        return None
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("tidepool_events_total{"))
+        return None, {}
+    events, members = 0.0, {}
+    for l in text.splitlines():
+        if l.startswith("tidepool_events_total{"):
+            events += float(l.rsplit(" ", 1)[1])
+        elif l.startswith('tidepool_segment_members{segment="'):
+            members[l.split('"')[1]] = int(float(l.rsplit(" ", 1)[1]))
+    return events, members
 
 
 def run_tidepool(bootstrap, events, tmp):
@@ -148,39 +186,39 @@ def run_tidepool(bootstrap, events, tmp):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     cfg = tmp / "tidepool.yaml"
     tidepool_config(cfg, bootstrap, tmp / "state.sqlite", port)
-    proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp / "tidepool.log", "w")
+    proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     first_at = None
-    deadline = time.time() + 600
+    deadline = time.time() + float(os.environ.get("PEER_TIMEOUT", "1800"))
     try:
         while time.time() < deadline:
-            n = scrape_events(port)
+            n, members = scrape(port)
             now = time.time()
             if n and first_at is None:
                 first_at, first_n = now, n
             if n is not None and n >= events:
-                return (n - first_n) / (now - first_at)
+                return (n - first_n) / (now - first_at), members
+            if proc.poll() is not None:
+                break
             time.sleep(0.05)
-        raise RuntimeError("tidepool did not consume everything")
+        raise RuntimeError(f"tidepool did not consume everything (exit {proc.poll()}):\n" + (tmp / "tidepool.log").read_text()[-2000:])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop(proc)
+        log.close()
 
 
 def run_latency(bootstrap, rate, seconds, tmp, live):
     """Paced load: `rate` first purchases per second (each fires the built-in first-purchase
     trigger, fired_at = the event's timestamp = its produce time) for `seconds`. Latency = when the
     trigger record reaches a consumer of the trigger topic - fired_at (wall clock, one machine).
-    The daemon is tuned for latency here (Benchmarks/README.md, "Latency"): fetch.wait.max.ms=10, producer
-    linger.ms=1, processing.poll_timeout=5ms."""
+    The daemon runs with its defaults (Benchmarks/README.md, "Latency")."""
     import socket
     from confluent_kafka import Consumer
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     cfg = tmp / "latency.yaml"
     tidepool_config(cfg, bootstrap, tmp / f"latency-{rate}.sqlite", port)
     cfg.write_text(cfg.read_text().replace("group_id: bench-tidepool", f"group_id: bench-latency-{rate}")
-                   .replace(f"input_topics: [{TOPIC}]", f"input_topics: [{live}]")
-                   .replace('    session.timeout.ms: "6000"', '    session.timeout.ms: "6000"\n    fetch.wait.max.ms: "10"\n  producer:\n    linger.ms: "1"')
-                   + "processing:\n  poll_timeout: 5ms\n")
+                   .replace(f"input_topics: [{TOPIC}]", f"input_topics: [{live}]"))
     proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{time.time()}", "auto.offset.reset": "latest",
                   "fetch.wait.max.ms": 5, "enable.auto.commit": False})
@@ -250,8 +288,10 @@ def datetime_ms(text):
 def metadata_only_inspection():
     """quixstreams inspects topics with DescribeConfigs, which librdkafka 2.0.2's mock does not
     implement; substitute partitions and replication from metadata, default retention/cleanup."""
-    from quixstreams.models.topics import admin
-    from quixstreams.models.topics.topic import TopicConfig
+    with warnings.catch_warnings():  # authlib (imported by quixstreams) forces its deprecation warnings on
+        warnings.showwarning = lambda *args, **kwargs: None
+        from quixstreams.models.topics import admin
+        from quixstreams.models.topics.topic import TopicConfig
 
     def inspect_topics(self, topic_names, timeout=30):
         topics = self.list_topics(timeout=timeout)
@@ -263,7 +303,17 @@ def metadata_only_inspection():
     admin.TopicAdmin.inspect_topics = inspect_topics
 
 
+def topic_records(bootstrap, topic):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{time.time()}"})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(hi - lo for lo, hi in (c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts))
+    finally:
+        c.close()
+
+
 def run_peer(bootstrap, events, tmp):
+    """Returns (events/s, {rule: members at the end}, flips emitted, records on the output topic)."""
     metadata_only_inspection()
     from quixstreams import Application
     app = Application(broker_address=bootstrap, consumer_group="bench-quix", auto_offset_reset="earliest",
@@ -271,7 +321,8 @@ def run_peer(bootstrap, events, tmp):
                       auto_create_topics=True)
     src = app.topic(TOPIC, value_deserializer="json")
     out = app.topic(PEER_OUT, value_serializer="json")
-    seen = {"n": 0, "first": None, "last": None}
+    seen = {"n": 0, "first": None, "last": None, "flips": 0}
+    members = {"repeat_buyer": 0, "big_spender": 0}
 
     def update(e, state):
         now = time.time()
@@ -294,6 +345,9 @@ def run_peer(bootstrap, events, tmp):
         before = state.get("flags", {"repeat_buyer": False, "big_spender": False})
         if flags != before:
             state.set("flags", flags)
+            seen["flips"] += 1
+            for k in flags:
+                members[k] += flags[k] - before[k]
             return {"customer_id": e["customer_id"], "flags": flags, "at": e["timestamp"]}
         return None
 
@@ -301,38 +355,60 @@ def run_peer(bootstrap, events, tmp):
     sdf = sdf.apply(update, stateful=True).filter(lambda v: v is not None)
     sdf.to_topic(out)
     app.run()
-    return (seen["n"] - 1) / (seen["last"] - seen["first"])
+    if seen["last"] is None:
+        raise RuntimeError(f"quix streams stopped after {seen['n']} of {events} events")
+    return (seen["n"] - 1) / (seen["last"] - seen["first"]), members, seen["flips"], topic_records(bootstrap, PEER_OUT)
+
+
+def check(rule, expected, tidepool, peer):
+    ok = expected == tidepool == peer
+    print(f"{'  members of ' + rule:<44}{expected:>14,} expected   tidepool {tidepool:,}   peer {peer:,}"
+          + ("" if ok else "   MISMATCH"), flush=True)
+    return ok
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=int(os.environ.get("PEER_EVENTS", "1000000")))
     ap.add_argument("--customers", type=int, default=100_000)
-    ap.add_argument("--partitions", type=int, default=64)
+    ap.add_argument("--partitions", type=int, default=64, help="input partitions (the mock keeps ~5 MiB each)")
+    ap.add_argument("--no-latency", action="store_true", help="skip the two paced latency runs")
     a = ap.parse_args()
+    if not os.access(BIN, os.X_OK):
+        sys.exit(f"no tidepool binary at {BIN} (set TIDEPOOL_BIN, or swift build -c release --product tidepool)")
+    print(f"tidepool binary: {BIN}", flush=True)
     broker, bootstrap = start_broker(a.partitions)
+    ok = True
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = pathlib.Path(d)
-            rate = produce(bootstrap, a.events, a.customers)
+            rate, expected = produce(bootstrap, a.events, a.customers)
             line("produce (confluent-kafka, Python)", rate, "events/s", f"{a.events} events, {a.partitions} partitions")
-            tp = run_tidepool(bootstrap, a.events, tmp)
+            tp, tp_members = run_tidepool(bootstrap, a.events, tmp)
             line("tidepool end to end (1 pipeline thread)", tp, "events/s",
                  f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, checkpoints on")
-            # Half the measured maximum, and a light load. The Python producer and reader share the
-            # 2 cores with the daemon and the broker, so at high rates they add their own delay.
-            for i, (rate, what) in enumerate(((max(1000, int(tp / 2)), "half the rate above"), (5000, "light load"))):
-                p50, p99, n = run_latency(bootstrap, rate, 10, tmp, f"{LIVE}.{i}")
-                line(f"latency event -> trigger read, p50", p50, "ms", f"{rate} events/s offered ({what}) for 10 s: {n}")
-                line(f"latency event -> trigger read, p99", p99, "ms", "wall clock: event produced -> trigger consumed downstream")
-            print("quix streams: topic inspection is metadata-only (the mock lacks DescribeConfigs); "
-                  "changelog topics off (state in local RocksDB only); topics pre-created in the mock", flush=True)
-            peer = run_peer(bootstrap, a.events, tmp)
-            line("quix streams peer", peer, "events/s", f"{a.events} events, 2 rules, per-customer RocksDB state")
-            print(f"{'tidepool / peer':<44}{tp / peer:>14.1f} x", flush=True)
+            if not a.no_latency:
+                # Half the measured maximum, and a light load. The Python producer and reader share the
+                # 2 cores with the daemon and the broker, so at high rates they add their own delay.
+                for i, (rate, what) in enumerate(((max(1000, int(tp / 2)), "half the rate above"), (5000, "light load"))):
+                    p50, p99, n = run_latency(bootstrap, rate, 10, tmp, f"{LIVE}.{i}")
+                    line(f"latency event -> trigger read, p50", p50, "ms", f"{rate} events/s offered ({what}) for 10 s: {n}")
+                    line(f"latency event -> trigger read, p99", p99, "ms", "wall clock: event produced -> trigger consumed downstream")
+            print("quix streams: topic inspection is metadata-only: TopicAdmin.inspect_topics replaced (the 2.0.2 mock "
+                  "lacks DescribeConfigs; partitions from metadata, retention/cleanup defaults); changelog topics off "
+                  "(use_changelog_topics=False, state in local RocksDB only); its topics pre-created in the mock", flush=True)
+            peer, peer_members, flips, out_records = run_peer(bootstrap, a.events, tmp)
+            line("quix streams peer", peer, "events/s",
+                 f"{a.events} events, 2 segment rules, metadata-only topic inspection, {flips:,} flips -> {out_records:,} output records")
+            print(f"{'tidepool / peer':<44}{tp / peer:>14.2f} x", flush=True)
+            for rule in ("repeat_buyer", "big_spender"):
+                ok &= check(rule, expected[rule], tp_members.get(rule, -1), peer_members[rule])
+            if out_records != flips:
+                print(f"MISMATCH: the peer emitted {flips} flips but its output topic holds {out_records} records", flush=True)
+                ok = False
     finally:
-        broker.send_signal(signal.SIGTERM)
-        broker.wait(timeout=20)
+        stop(broker, timeout=20)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
