@@ -259,8 +259,9 @@ public final class Engine {
                 ? LifecycleStage.of(ps.customers[slot].aggregates, returnedAtMs: ps.customers[slot].returnedAtMs,
                                     at: evalAt, config.segments.models)
                 : nil
+            let channel = channels.index(of: e.channel)
             let outcome = ps.customers[slot].aggregates.apply(
-                e, channel: channels.index(of: e.channel), orderKey: orderKey, eventKey: StableHash.hash64(e.eventID.utf8),
+                e, channel: channel, orderKey: orderKey, eventKey: StableHash.hash64(e.eventID.utf8),
                 streamTimeMs: max(ps.streamTimeMs, e.timestampMs), config: config.aggregates, channels: channels)
             guard outcome == .applied else {
                 ps.stats.duplicates += 1
@@ -270,7 +271,7 @@ public final class Engine {
             ps.stats.applied += 1
             if e.type == .consent || e.type == .profileUpdate || e.type == .signup { self.applyProfile(e, &ps.customers[slot].contact) }
             if !config.campaigns.isEmpty {
-                startEventCampaigns(&ps, slot: slot, event: e, channel: channels.index(of: e.channel), at: evalAt)
+                startEventCampaigns(&ps, slot: slot, event: e, channel: channel, at: evalAt)
             }
             if e.type == .purchase && config.firstPurchase.enabled && !ps.customers[slot].firstPurchaseFired {
                 ps.customers[slot].firstPurchaseFired = true
