@@ -27,6 +27,8 @@ func line(_ name: String, _ value: Double, _ unit: String, _ note: String = "") 
 
 let args = CommandLine.arguments
 let n = args.count > 1 ? Int(args[1]) ?? 2_000_000 : 2_000_000
+/// `BENCH_ONLY=engine`: only the 1M-customer replay (section 4), for profiling it alone.
+let engineOnly = ProcessInfo.processInfo.environment["BENCH_ONLY"] == "engine"
 
 // The reference event: a purchase of ~150 bytes, as producers send it.
 let distinct = 10_000
@@ -42,8 +44,9 @@ let nowMs = ts + 1_000_000
 print("tidepool-bench (release build), reference event \(Int(avgBytes.rounded())) bytes, \(distinct) distinct events cycled")
 print("")
 
-// 1. Hand-written decoder, key check included.
 var sink = 0
+if !engineOnly {
+// 1. Hand-written decoder, key check included.
 let tDecode = best {
     for k in 0..<n {
         let j = k % distinct
@@ -104,7 +107,7 @@ let tEngine = best(3) {
     }
 }
 line("decode + engine + trigger encode (1 core)", Double(n) / tEngine, "events/s", "\(n) events, \(distinct) customers")
-if sink == 42 { print("") }
+}
 
 // 4. State engine at scale: 1M customers, the ten example segments, decode + aggregates +
 //    segment evaluation + timer scheduling; then memory per customer and timer throughput.
@@ -125,12 +128,12 @@ let typesMix: [EventType] = [.pageView, .pageView, .pageView, .productView, .add
 let channelMix = ["website", "app", "mini_program", "wecom", "tmall", "jd"]
 // 4a. Memory of a "typical" heavy customer (measured first, while resident memory only grows): 50 events spread over the longest window (365d),
 //    purchases with order ids, several channels, all ten segments evaluated.
-do {
+if !engineOnly {
     let heavyPartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
     let heavyCustomers = 20_000
     let perCustomer = 50
     let heavyBefore = allocatedBytes()
-    let heavy = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false)))
+    let heavy = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
     var hr = SplitMixBench(state: 11)
     for k in 0..<(heavyCustomers * perCustomer) {
         let c = k % heavyCustomers
@@ -159,7 +162,7 @@ let engineInputs: [([UInt8], [UInt8])] = (0..<engineEvents).map { k in
     return (Array(json.utf8), Array("c\(c)".utf8))
 }
 let before = allocatedBytes()
-let bigEngine = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false)))
+let bigEngine = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
 let enginePartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
 var transitionsOut = 0
 let engineNow = baseTime + 61 * 86_400_000
@@ -177,11 +180,13 @@ for (k, input) in engineInputs.enumerated() {
     _ = k
 }
 let engineSeconds = Double(nowNs() - t0e) / 1e9
+let replayTimers = enginePartitions.reduce(Int64(0)) { $0 + (bigEngine.stats($1)?.timersFired ?? 0) }
 let after = allocatedBytes()
 line("decode + aggregates + 10 segments (1 core)", Double(engineEvents) / engineSeconds, "events/s",
-     "\(engineEvents) events, \(bigEngine.customerCount) customers, \(transitionsOut) transitions")
+     "\(engineEvents) events, \(bigEngine.customerCount) customers, \(transitionsOut) transitions, \(replayTimers) timers")
 line("memory per customer (resident, all structures)", Double(after - before) / Double(bigEngine.customerCount), "bytes",
      "\(bigEngine.customerCount) customers, ~\(eventsPerCustomer) events each")
+if engineOnly { exit(0) }
 var fired: Int64 = 0
 let pendingTimers = enginePartitions.reduce(0) { $0 + (bigEngine.partitions[$1]?.customerCount ?? 0) }
 let t0t = nowNs()
@@ -201,7 +206,8 @@ do {
     let camps = try! CampaignSet(ExampleCampaigns.definitions, policy: ContactPolicy(), segments: segmentSet,
                                  aggregates: aggConfig, channels: ChannelTable(aggConfig))
     let withCampaigns = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet,
-                                                    firstPurchase: FirstPurchaseRule(enabled: false), campaigns: camps))
+                                                    firstPurchase: FirstPurchaseRule(enabled: false), campaigns: camps,
+                                                    explainTransitions: false))
     var decisions = 0, sent = 0
     let t0w = nowNs()
     for input in engineInputs {
@@ -244,7 +250,7 @@ do {
          "state.checkpoint_dirty_customers bounds it")
     line("checkpoint write (writer thread): encode + SQLite", Double(written) / tWrite, "customers/s",
          "\(written) customers, \(String(format: "%.2f", tWrite)) s incl. encode; encode alone \(String(format: "%.2f", tEncode)) s (\(encoded))")
-    let restored = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false)))
+    let restored = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
     let t0r = nowNs()
     for p in enginePartitions { _ = try! store.restore(p, into: restored) }
     let tRestore = Double(nowNs() - t0r) / 1e9

@@ -170,6 +170,38 @@ final class EngineTimeTests: XCTestCase {
             }
         }
     }
+
+    /// The daemon turns explanations off; the transitions themselves must not change.
+    func testTransitionsWithoutExplanationsAreTheSameTransitions() throws {
+        let agg = AggregateConfig()
+        let set = try SegmentSet(ExampleSegments.definitions, aggregates: agg, channels: ChannelTable(agg))
+        let explained = Engine(config: EngineConfig(aggregates: agg, segments: set, firstPurchase: FirstPurchaseRule(enabled: false)))
+        let bare = Engine(config: EngineConfig(aggregates: agg, segments: set, firstPurchase: FirstPurchaseRule(enabled: false),
+                                               explainTransitions: false))
+        var rng = SeededRNG(42)
+        var a: [SegmentTransition] = [], b: [SegmentTransition] = []
+        var clock = t0
+        let types: [EventType] = [.pageView, .purchase, .addToCart, .messageOpen]
+        let channels = ["app", "tmall", "wecom", "jd"]
+        for step in 0..<3000 {
+            clock += Int64(rng.next(upTo: Int(day / 2)))
+            let type = types[rng.next(upTo: types.count)]
+            let ev = TouchpointEvent(eventID: "e\(step)", customerID: "c\(rng.next(upTo: 40))", type: type,
+                                     channel: channels[rng.next(upTo: channels.count)], timestampMs: clock,
+                                     amount: type == .purchase ? Money(major: 700) : nil, currency: type == .purchase ? "CNY" : nil)
+            explained.apply(ev, partition: p0) { if case .transition(let t) = $0 { a.append(t) } }
+            bare.apply(ev, partition: p0) { if case .transition(let t) = $0 { b.append(t) } }
+        }
+        XCTAssertGreaterThan(a.count, 500)
+        XCTAssertEqual(a.count, b.count)
+        XCTAssertTrue(a.allSatisfy { !$0.values.isEmpty }, "explained transitions carry their values")
+        XCTAssertTrue(b.allSatisfy { $0.values.isEmpty && $0.nextFlipMs == nil })
+        for (x, y) in zip(a, b) {
+            XCTAssertEqual([x.customerID, x.segment, x.ruleVersion, x.causeEventID ?? "-"], [y.customerID, y.segment, y.ruleVersion, y.causeEventID ?? "-"])
+            XCTAssertEqual(x.entered, y.entered)
+            XCTAssertEqual(x.atMs, y.atMs)
+        }
+    }
 }
 
 final class ModelTests: XCTestCase {

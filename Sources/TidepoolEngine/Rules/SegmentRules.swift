@@ -94,26 +94,44 @@ public struct SegmentSet: Sendable, Equatable {
         public var expr: RuleExpr
     }
 
-    public let segments: [Segment]
+    /// Everything compiled, behind one reference: the engine reads the set on every evaluation,
+    /// and copying a struct of ten arrays there cost ten retains and releases each time.
+    final class Compiled: Sendable {
+        let segments: [Segment]
+        let order: [Int]
+        let programs: [RuleProgram]
+        let windowTerms: WindowTerms
+        let allTerms: RuleTiming.Terms
+        let terms: [RuleTiming.Terms]
+        nonisolated(unsafe) let explanationParts: [[(String, RuleExpr)]]
+        let models: ModelConfig
+        init(segments: [Segment], order: [Int], programs: [RuleProgram], windowTerms: WindowTerms, allTerms: RuleTiming.Terms,
+             terms: [RuleTiming.Terms], explanationParts: [[(String, RuleExpr)]], models: ModelConfig) {
+            self.segments = segments; self.order = order; self.programs = programs; self.windowTerms = windowTerms
+            self.allTerms = allTerms; self.terms = terms; self.explanationParts = explanationParts; self.models = models
+        }
+    }
+    let compiled: Compiled
+
+    public var segments: [Segment] { compiled.segments }
     /// Evaluation order: indices into `segments`.
-    public let order: [Int]
-    let programs: [RuleProgram]
-    let windowTerms: WindowTerms
+    public var order: [Int] { compiled.order }
+    var programs: [RuleProgram] { compiled.programs }
+    var windowTerms: WindowTerms { compiled.windowTerms }
     /// Time-dependent terms of all rules together, and of each rule alone.
-    let allTerms: RuleTiming.Terms
-    let terms: [RuleTiming.Terms]
+    var allTerms: RuleTiming.Terms { compiled.allTerms }
+    var terms: [RuleTiming.Terms] { compiled.terms }
     /// What an explanation of each segment shows, rendered once.
-    let explanationParts: [[(String, RuleExpr)]]
+    var explanationParts: [[(String, RuleExpr)]] { compiled.explanationParts }
 
     public static func == (a: SegmentSet, b: SegmentSet) -> Bool {
         a.segments == b.segments && a.order == b.order && a.models == b.models
     }
 
-    public let models: ModelConfig
+    public var models: ModelConfig { compiled.models }
 
     public init(_ definitions: [SegmentDefinition], aggregates config: AggregateConfig, channels: ChannelTable,
                 models: ModelConfig = ModelConfig()) throws(SegmentError) {
-        self.models = models
         var index: [String: Int] = [:]
         for (i, d) in definitions.enumerated() {
             guard d.name.utf8.first.map({ $0 >= 0x61 && $0 <= 0x7A }) == true,
@@ -161,16 +179,10 @@ public struct SegmentSet: Sendable, Equatable {
             order.append(i)
         }
         for i in definitions.indices where state[i] == 0 { try visit(i) }
-        self.segments = compiled
-        self.order = order
         let windowTerms = WindowTerms(compiled.map(\.expr))
-        self.windowTerms = windowTerms
-        self.programs = compiled.map { RuleProgram($0.expr, terms: windowTerms) }
         let names = compiled.map(\.name)
-        self.explanationParts = compiled.map { RuleExplainer.parts($0.expr, names: names) }
-        self.allTerms = RuleTiming.Terms(compiled.map(\.expr), models: models)
         // A segment that uses others can flip when they do: its terms include theirs.
-        self.terms = compiled.indices.map { i in
+        let terms = compiled.indices.map { i in
             var seen: Set<Int> = [i]
             var todo = [i]
             while let j = todo.popLast() {
@@ -178,20 +190,25 @@ public struct SegmentSet: Sendable, Equatable {
             }
             return RuleTiming.Terms(seen.sorted().map { compiled[$0].expr }, models: models)
         }
+        self.compiled = Compiled(
+            segments: compiled, order: order, programs: compiled.map { RuleProgram($0.expr, terms: windowTerms) },
+            windowTerms: windowTerms, allTerms: RuleTiming.Terms(compiled.map(\.expr), models: models), terms: terms,
+            explanationParts: compiled.map { RuleExplainer.parts($0.expr, names: names) }, models: models)
     }
 
     /// Memberships as a bit set (bit i: segment i), evaluated in dependency order.
     @inline(__always)
     func memberships(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64 = .min) -> UInt64 {
-        let n = max(windowTerms.count, 1)
+        let c = compiled
+        let n = max(c.windowTerms.count, 1)
         return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * n) { buf in
             withUnsafeTemporaryAllocation(of: UInt32.self, capacity: n) { from in
                 let counts = UnsafeMutableBufferPointer(rebasing: buf[0..<n])
                 let sums = UnsafeMutableBufferPointer(rebasing: buf[n..<(2 * n)])
-                windowTerms.evaluate(a, at: now, counts: counts, sums: sums, from: from)
+                c.windowTerms.evaluate(a, at: now, counts: counts, sums: sums, from: from)
                 var bits: UInt64 = 0
-                for i in order where programs[i].run(a, now: now, channels: channels, memberships: bits, models: models,
-                                                     returnedAtMs: returnedAtMs, counts: counts, sums: sums) {
+                for i in c.order where c.programs[i].run(a, now: now, channels: channels, memberships: bits, models: c.models,
+                                                         returnedAtMs: returnedAtMs, counts: counts, sums: sums) {
                     bits |= 1 << UInt64(i)
                 }
                 return bits

@@ -85,7 +85,7 @@ extension Engine {
             var r = try CustomerRecordCodec.decode(blob)
             let slot = ps.customers.count
             r.scheduledMs = .max
-            r.idHash = StableHash.hash64(id.utf8)
+            r.idHash = StableHash.hash64(id)
             ps.customers.append(r)
             ps.ids.append(id)
             ps.index[id] = Int32(slot)

@@ -41,10 +41,16 @@ public struct EngineConfig: Sendable, Equatable {
     public var erasureKey: String
     /// Re-engagement campaigns and the contact policy they share.
     public var campaigns: CampaignSet
+    /// Whether each segment transition carries its explanation: the values that decided it and
+    /// the next predicted flip. Rendering them costs more than the rest of an evaluation, so a
+    /// consumer that only counts transitions (the daemon) turns it off; the explanation of any
+    /// customer is still available on demand (`Engine.view`).
+    public var explainTransitions: Bool
 
     public init(aggregates: AggregateConfig = AggregateConfig(), segments: SegmentSet? = nil, latenessMs: Int64 = 5 * 60_000,
                 customerRetentionMs: Int64 = 400 * AggregateConfig.dayMs, firstPurchase: FirstPurchaseRule = FirstPurchaseRule(),
-                erasureKey: String = "", campaigns: CampaignSet = .empty) {
+                erasureKey: String = "", campaigns: CampaignSet = .empty, explainTransitions: Bool = true) {
+        self.explainTransitions = explainTransitions
         self.erasureKey = erasureKey
         self.campaigns = campaigns
         self.aggregates = aggregates
@@ -65,9 +71,11 @@ public struct SegmentTransition: Sendable, Equatable {
     public var atMs: Int64
     /// Stable version of the segment's rule (hash of its text).
     public var ruleVersion: String
-    /// What decided it: each comparison's left side and its value at `atMs`.
+    /// What decided it: each comparison's left side and its value at `atMs` (empty when
+    /// `EngineConfig.explainTransitions` is off).
     public var values: [(String, RuleValue)]
-    /// The next instant at which this membership can flip without new events (nil: only an event can).
+    /// The next instant at which this membership can flip without new events (nil: only an event
+    /// can, or `explainTransitions` is off).
     public var nextFlipMs: Int64?
     /// The event that caused it, or nil when time alone did (a timer).
     public var causeEventID: String?
@@ -252,7 +260,7 @@ public final class Engine {
             }
             // 4. The event itself.
             let orderKey = (e.type == .purchase || e.type == .refund || e.type == .cancel)
-                ? e.properties?.string(forKey: "order_id").map { StableHash.hash64($0.utf8) } : nil
+                ? e.properties?.string(forKey: "order_id").map { StableHash.hash64($0) } : nil
             // The lifecycle's `recalled` stage needs to know when a dormant customer came back;
             // skip the work when no rule uses lifecycle().
             let stageBefore = usesLifecycle
@@ -261,7 +269,7 @@ public final class Engine {
                 : nil
             let channel = channels.index(of: e.channel)
             let outcome = ps.customers[slot].aggregates.apply(
-                e, channel: channel, orderKey: orderKey, eventKey: StableHash.hash64(e.eventID.utf8),
+                e, channel: channel, orderKey: orderKey, eventKey: StableHash.hash64(e.eventID),
                 streamTimeMs: max(ps.streamTimeMs, e.timestampMs), config: config.aggregates, channels: channels)
             guard outcome == .applied else {
                 ps.stats.duplicates += 1
@@ -303,7 +311,7 @@ public final class Engine {
                 continue
             }
             ps.stats.timersFired += 1
-            if let last = ps.customers[slot].aggregates.lastSeen, last + config.customerRetentionMs <= top.due,
+            if let last = lastSeen(ps, slot), last + config.customerRetentionMs <= top.due,
                ps.customers[slot].contact.pending.isEmpty {
                 evict(&ps, slot: slot)
                 continue
@@ -324,26 +332,41 @@ public final class Engine {
         var next: Int64 = .max
         if !segs.segments.isEmpty {
             let returned = ps.customers[slot].returnedAtMs
-            let bits = segs.memberships(ps.customers[slot].aggregates, now: t, channels: channels, returnedAtMs: returned)
-            next = segs.allTerms.nextChange(ps.customers[slot].aggregates, after: t, returnedAtMs: returned)
+            let channels = self.channels
+            // Borrow the aggregates in place: reading them through the array subscript copied them
+            // (a retain and release per array) on every evaluation.
+            let (bits, nextFlip) = ps.customers.withUnsafeBufferPointer { records in
+                (segs.memberships(records[slot].aggregates, now: t, channels: channels, returnedAtMs: returned),
+                 segs.compiled.allTerms.nextChange(records[slot].aggregates, after: t, returnedAtMs: returned))
+            }
+            next = nextFlip
             let changed = bits ^ ps.customers[slot].memberships
             if changed != 0 {
-                // Rare path: explain each change.
-                let a = ps.customers[slot].aggregates
-                let flags = segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 }
-                let ctx = RuleContext(aggregates: a, now: t, channels: channels, memberships: flags,
-                                      models: segs.models, returnedAtMs: returned)
-                if ps.stats.segmentSizes.count != flags.count { ps.stats.segmentSizes = Array(repeating: 0, count: flags.count) }
-                for i in flags.indices where changed & (1 << UInt64(i)) != 0 {
+                if ps.stats.segmentSizes.count != segs.segments.count { ps.stats.segmentSizes = Array(repeating: 0, count: segs.segments.count) }
+                let ctx: RuleContext? = config.explainTransitions
+                    ? RuleContext(aggregates: ps.customers[slot].aggregates, now: t, channels: channels,
+                                  memberships: segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 },
+                                  models: segs.models, returnedAtMs: returned)
+                    : nil
+                var rest = changed
+                while rest != 0 {
+                    let i = rest.trailingZeroBitCount
+                    rest &= rest - 1
+                    let entered = bits & (1 << UInt64(i)) != 0
                     ps.stats.transitions += 1
-                    ps.stats.segmentSizes[i] += flags[i] ? 1 : -1
-                    let flip = segs.terms[i].nextChange(a, after: t, returnedAtMs: returned)
+                    ps.stats.segmentSizes[i] += entered ? 1 : -1
+                    var values: [(String, RuleValue)] = []
+                    var flip: Int64? = nil
+                    if let ctx {
+                        values = RuleExplainer.values(segs.explanationParts[i], ctx)
+                        let f = segs.terms[i].nextChange(ctx.aggregates, after: t, returnedAtMs: returned)
+                        flip = f == .max ? nil : f
+                    }
                     emit(.transition(SegmentTransition(
-                        customerID: ps.ids[slot], segment: segs.segments[i].name, entered: flags[i], atMs: t,
-                        ruleVersion: ruleVersions[i], values: RuleExplainer.values(segs.explanationParts[i], ctx),
-                        nextFlipMs: flip == .max ? nil : flip, causeEventID: cause)))
+                        customerID: ps.ids[slot], segment: segs.segments[i].name, entered: entered, atMs: t,
+                        ruleVersion: ruleVersions[i], values: values, nextFlipMs: flip, causeEventID: cause)))
                     if !config.campaigns.isEmpty {
-                        startSegmentCampaigns(&ps, slot: slot, segment: i, entered: flags[i], at: t, cause: cause)
+                        startSegmentCampaigns(&ps, slot: slot, segment: i, entered: entered, at: t, cause: cause)
                     }
                 }
                 ps.customers[slot].memberships = bits
@@ -353,9 +376,15 @@ public final class Engine {
             decideDue(&ps, slot: slot, at: t, memberships: ps.customers[slot].memberships, emit: emit)
             next = min(next, ps.customers[slot].contact.earliestDue)
         }
-        if let last = ps.customers[slot].aggregates.lastSeen { next = min(next, max(last + config.customerRetentionMs, t + 1)) }
+        if let last = lastSeen(ps, slot) { next = min(next, max(last + config.customerRetentionMs, t + 1)) }
         ps.customers[slot].dueMs = next
         if next < ps.customers[slot].scheduledMs { schedule(&ps, slot: slot, next) }
+    }
+
+    /// A customer's last event, read in place (through the array subscript the aggregates were copied).
+    @inline(__always)
+    private func lastSeen(_ ps: borrowing PartitionState, _ slot: Int) -> Int64? {
+        ps.customers.withUnsafeBufferPointer { $0[slot].aggregates.lastSeen }
     }
 
     func schedule(_ ps: inout PartitionState, slot: Int, _ due: Int64) {
@@ -464,7 +493,7 @@ public final class Engine {
         if let s = ps.index[id] { return Int(s) }
         let s: Int
         var record = CustomerRecord()
-        record.idHash = StableHash.hash64(id.utf8)
+        record.idHash = StableHash.hash64(id)
         if let f = ps.free.popLast() {
             s = Int(f)
             ps.customers[s] = record
@@ -497,7 +526,7 @@ public final class Engine {
 
     /// Keyed hash of a customer id for the erasure list (key: `EngineConfig.erasureKey`).
     public func keyedHash(_ id: String) -> UInt64 {
-        StableHash.hash64(id.utf8, seed: erasureSeed)
+        StableHash.hash64(id, seed: erasureSeed)
     }
 
     /// A customer leaves memory, and with it every segment (sizes follow); the next checkpoint

@@ -19,6 +19,23 @@ public enum StableHash {
         return mix(h)
     }
 
+    /// The same hash over a string's UTF-8, without the generic iterator (the hot path hashes
+    /// every event id and every new customer id).
+    public static func hash64(_ s: String, seed: UInt64 = 0) -> UInt64 {
+        var s = s
+        return s.withUTF8 { hash64(UnsafeRawBufferPointer($0), seed: seed) }
+    }
+
+    @inline(__always)
+    public static func hash64(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325 ^ mix(seed)
+        for b in bytes {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01B3
+        }
+        return mix(h)
+    }
+
     /// 32 lowercase hex digits naming `parts` joined by NUL bytes.
     public static func hex128(_ parts: [String]) -> String {
         var bytes: [UInt8] = []
