@@ -72,6 +72,26 @@ final class SQLiteConnection {
         func bind(_ i: Int32, _ v: [UInt8]) {
             v.withUnsafeBytes { b in _ = sqlite3_bind_blob(stmt, i, b.baseAddress, Int32(b.count), tp_sqlite_transient()) }
         }
+        /// Binds without copying (SQLITE_STATIC): the bytes must stay valid until the statement is
+        /// stepped and reset. The checkpoint hot path uses these inside `withUnsafeBytes`.
+        func bindStatic(_ i: Int32, text b: UnsafeRawBufferPointer) {
+            // An empty id still needs a non-null pointer (NULL would bind SQL NULL).
+            let empty: StaticString = ""
+            let p = b.count > 0 ? b.baseAddress!.assumingMemoryBound(to: CChar.self)
+                                : UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
+            sqlite3_bind_text(stmt, i, p, Int32(b.count), nil)
+        }
+        func bindStatic(_ i: Int32, blob b: UnsafeRawBufferPointer) {
+            let empty: StaticString = ""
+            sqlite3_bind_blob(stmt, i, b.count > 0 ? b.baseAddress! : UnsafeRawPointer(empty.utf8Start), Int32(b.count), nil)
+        }
+        /// Steps a statement that returns no rows and resets it, keeping its bindings (the
+        /// checkpoint loop rebinds only what changes from row to row).
+        func runKeepingBindings() throws {
+            let rc = sqlite3_step(stmt)
+            sqlite3_reset(stmt)
+            guard rc == SQLITE_DONE || rc == SQLITE_ROW else { throw connection.error(rc, "step") }
+        }
 
         /// True when a row is available, false when done.
         func step() throws -> Bool {

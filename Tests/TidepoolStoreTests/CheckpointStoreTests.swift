@@ -1,5 +1,5 @@
 import Foundation
-import TidepoolEngine
+@testable import TidepoolEngine
 @testable import TidepoolStore
 import XCTest
 
@@ -136,6 +136,53 @@ final class CheckpointStoreTests: XCTestCase {
             XCTAssertThrowsError(try CustomerRecordCodec.decode(Array(blob.prefix(cut))))
         }
         XCTAssertThrowsError(try CustomerRecordCodec.decode(blob + [0]))
+    }
+
+    /// The compact format (varints, deltas from the evaluation time) round-trips every field,
+    /// including sentinels, negative amounts, far times and campaign state, and every cut of it
+    /// is an error rather than a wrong record.
+    func testCompactCodecRoundTripsExtremesAndRejectsEveryCut() throws {
+        var r = CustomerRecord()
+        r.evaluatedAtMs = 1_790_000_000_000
+        r.memberships = 1 << 63 | 5
+        r.firstPurchaseFired = true
+        var a = CustomerAggregates()
+        let agg = AggregateConfig(), channels = ChannelTable(agg)
+        let events: [(EventType, Int64, Int64)] = [(.purchase, 1_789_000_000_000, 12_345_678), (.pageView, 1_790_000_000_000, 0),
+                                                   (.refund, 1_789_500_000_000, 99_999_999_999)]
+        for (k, (t, ts, units)) in events.enumerated() {
+            let e = TouchpointEvent(eventID: "e\(k)", customerID: "c", type: t, channel: "tmall", timestampMs: ts,
+                                    amount: units > 0 ? Money(units: units) : nil, currency: units > 0 ? "CNY" : nil)
+            _ = a.apply(e, channel: channels.index(of: "tmall"), orderKey: t == .purchase ? 7 : nil, eventKey: UInt64(k) &* 0x9E37_79B9_7F4A_7C15,
+                        streamTimeMs: 1_790_000_000_000, config: agg, channels: channels)
+        }
+        r.aggregates = a
+        r.contact.pending = [PendingTrigger(campaign: .max, dueMs: .max, startedAtMs: .min, causeEventID: "起因-事件", deferrals: 3),
+                             PendingTrigger(campaign: 1, dueMs: 0, startedAtMs: -5, causeEventID: nil)]
+        r.contact.marks = [CampaignMark(campaign: 9, episodes: .max, lastContactMs: .min)]
+        r.contact.ledger = [ContactEntry(channel: 63, atMs: 1)]
+        r.contact.setConsent(3, granted: false)
+        r.contact.timeZone = "Asia/Shanghai"
+        for (due, returned) in [(Int64.max, Int64.min), (r.evaluatedAtMs + 14 * AggregateConfig.dayMs, r.evaluatedAtMs - 1)] {
+            r.dueMs = due
+            r.returnedAtMs = returned
+            let blob = CustomerRecordCodec.encode(r)
+            XCTAssertEqual(blob.first, 3)
+            let back = try CustomerRecordCodec.decode(blob)
+            XCTAssertEqual(back.aggregates, r.aggregates)
+            XCTAssertEqual(back.contact, r.contact)
+            XCTAssertEqual([back.memberships, UInt64(bitPattern: back.evaluatedAtMs), UInt64(bitPattern: back.dueMs),
+                            UInt64(bitPattern: back.returnedAtMs)],
+                           [r.memberships, UInt64(bitPattern: r.evaluatedAtMs), UInt64(bitPattern: due), UInt64(bitPattern: returned)])
+            XCTAssertTrue(back.firstPurchaseFired)
+            for cut in 0..<blob.count {
+                XCTAssertThrowsError(try CustomerRecordCodec.decode(Array(blob.prefix(cut))), "cut at \(cut)")
+            }
+        }
+        // A customer without campaign state decodes without allocating any.
+        var plain = r
+        plain.contact = ContactState()
+        XCTAssertTrue(try CustomerRecordCodec.decode(CustomerRecordCodec.encode(plain)).contact.isEmpty)
     }
 }
 

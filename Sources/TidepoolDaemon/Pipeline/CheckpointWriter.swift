@@ -35,6 +35,9 @@ final class CheckpointWriter: @unchecked Sendable {
             let c = Completed(offsets: offsets, error: err, writeMs: Double(WallClock.monotonicNs() - t0) / 1e6)
             finished.withLock { $0 = c }
             done.signal()
+            // The checkpoint is durable in the WAL; copying it into the database file comes after,
+            // still on this thread, so that neither processing nor the offset commit waits for it.
+            store.foldWAL()
         }
     }
 
@@ -46,8 +49,10 @@ final class CheckpointWriter: @unchecked Sendable {
         return c
     }
 
-    /// Waits for the write in flight, if any.
+    /// Waits for the write in flight, if any, and for the WAL fold after it: the connection is
+    /// idle when this returns.
     func wait() -> Completed? {
+        defer { queue.sync {} }
         guard inFlight else { return nil }
         done.wait()
         inFlight = false

@@ -35,6 +35,21 @@ public struct AggregateConfig: Sendable, Equatable {
     /// Buckets older than this (relative to stream time) are dropped; they are still in lifetime totals.
     public var retentionMs: Int64 { (windowsMs.max() ?? AggregateConfig.dayMs) + AggregateConfig.dayMs }
 
+    /// The scalars an event update needs, computed once: passing the whole configuration (three
+    /// arrays) to every update cost retains, and `retentionMs` a scan of the windows.
+    public struct Limits: Sendable, Equatable {
+        public var retentionMs: Int64
+        public var dedupeHorizonMs: Int64
+        public var dedupeDepth: Int
+        public var ownedMask: UInt64
+        public var platformMask: UInt64
+    }
+
+    public func limits(_ channels: ChannelTable) -> Limits {
+        Limits(retentionMs: retentionMs, dedupeHorizonMs: dedupeHorizonMs, dedupeDepth: dedupeDepth,
+               ownedMask: channels.ownedMask, platformMask: channels.platformMask)
+    }
+
     /// Why a window is not allowed, or nil.
     public static func problem(windowMs w: Int64) -> String? {
         if w <= 0 { return "a window must be positive" }

@@ -68,6 +68,11 @@ public struct CustomerAggregates: Sendable, Equatable {
     /// cancel), `streamTimeMs` the partition's stream time (for compaction and the dedupe horizon).
     public mutating func apply(_ e: TouchpointEvent, channel: UInt8, orderKey: UInt64?, eventKey: UInt64,
                                streamTimeMs: Int64, config: AggregateConfig, channels: ChannelTable) -> Outcome {
+        apply(e, channel: channel, orderKey: orderKey, eventKey: eventKey, streamTimeMs: streamTimeMs, limits: config.limits(channels))
+    }
+
+    public mutating func apply(_ e: TouchpointEvent, channel: UInt8, orderKey: UInt64?, eventKey: UInt64,
+                               streamTimeMs: Int64, limits config: AggregateConfig.Limits) -> Outcome {
         for (h, ts) in recentIDs where h == eventKey && abs(ts - e.timestampMs) <= config.dedupeHorizonMs {
             return .duplicate
         }
@@ -78,7 +83,7 @@ public struct CustomerAggregates: Sendable, Equatable {
         lifetimeEvents += 1
         let bit: UInt64 = 1 << UInt64(channel)
         channelsUsed |= bit
-        if channels.ownedMask & bit != 0 { ownedEvents += 1 } else if channels.platformMask & bit != 0 { platformEvents += 1 }
+        if config.ownedMask & bit != 0 { ownedEvents += 1 } else if config.platformMask & bit != 0 { platformEvents += 1 }
         touch(key: e.type.rawValue, ts)
         touch(key: 64 + channel, ts)
 
@@ -98,7 +103,7 @@ public struct CustomerAggregates: Sendable, Equatable {
         default:
             break
         }
-        compact(streamTimeMs: streamTimeMs, config: config)
+        compact(streamTimeMs: streamTimeMs, retentionMs: config.retentionMs)
         return .applied
     }
 
@@ -150,10 +155,19 @@ public struct CustomerAggregates: Sendable, Equatable {
     /// stream time has crossed a UTC day boundary since the last fold, so its cost is paid about
     /// once per customer per active day.
     public mutating func compact(streamTimeMs: Int64, config: AggregateConfig) {
+        compact(streamTimeMs: streamTimeMs, retentionMs: config.retentionMs)
+    }
+
+    @inline(__always)
+    mutating func compact(streamTimeMs: Int64, retentionMs: Int64) {
         let floor = Self.hour(streamTimeMs - AggregateConfig.hourlyLimitMs) / 24 * 24
         guard floor > dailyBelow else { return }
+        compactSlowPath(streamTimeMs: streamTimeMs, retentionMs: retentionMs, floor: floor)
+    }
+
+    private mutating func compactSlowPath(streamTimeMs: Int64, retentionMs: Int64, floor: UInt32) {
         dailyBelow = floor
-        let dropBefore = Self.hour(streamTimeMs - config.retentionMs)
+        let dropBefore = Self.hour(streamTimeMs - retentionMs)
         guard let oldest = buckets.first, oldest.hour < floor else { return }
         var out: [ActivityBucket] = []
         out.reserveCapacity(buckets.count)

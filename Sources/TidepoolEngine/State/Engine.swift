@@ -169,6 +169,12 @@ public struct PartitionState: Sendable {
 public final class Engine {
     public private(set) var config: EngineConfig
     public let channels: ChannelTable
+    /// Hot-path copies of configuration scalars (reading them through `config` copied structs).
+    private var limits: AggregateConfig.Limits
+    private var latenessMs: Int64
+    private var retentionMs: Int64
+    private var hasCampaigns: Bool
+    private var firstPurchaseEnabled: Bool
     public internal(set) var partitions: [PartitionID: PartitionState] = [:]
     private var ruleVersions: [String]
     private let erasureSeed: UInt64
@@ -180,9 +186,14 @@ public final class Engine {
         self.config = config
         self.offsets = offsets
         self.channels = ChannelTable(config.aggregates)
+        (limits, latenessMs, retentionMs, hasCampaigns, firstPurchaseEnabled) = Engine.hot(config, channels)
         self.ruleVersions = config.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
         self.usesLifecycle = config.segments.allTerms.recalledForMs != nil
         self.erasureSeed = StableHash.hash64(Array("tidepool-erasure:".utf8) + Array(config.erasureKey.utf8))
+    }
+
+    private static func hot(_ c: EngineConfig, _ channels: ChannelTable) -> (AggregateConfig.Limits, Int64, Int64, Bool, Bool) {
+        (c.aggregates.limits(channels), c.latenessMs, c.customerRetentionMs, !c.campaigns.isEmpty, c.firstPurchase.enabled)
     }
 
     public convenience init(firstPurchase: FirstPurchaseRule) {
@@ -228,7 +239,7 @@ public final class Engine {
             // 1. Stream time moves with the newest event; timers due by then fire first.
             if e.timestampMs > ps.maxEventTimeMs { ps.maxEventTimeMs = e.timestampMs }
             let late = e.timestampMs < ps.streamTimeMs
-            advance(&ps, to: ps.maxEventTimeMs - config.latenessMs, emit: emit)
+            advance(&ps, to: ps.maxEventTimeMs - latenessMs, emit: emit)
             if late { ps.stats.late += 1 }
 
             // Erasure: the customer leaves memory and every segment; only a keyed hash remains.
@@ -270,7 +281,7 @@ public final class Engine {
             let channel = channels.index(of: e.channel)
             let outcome = ps.customers[slot].aggregates.apply(
                 e, channel: channel, orderKey: orderKey, eventKey: StableHash.hash64(e.eventID),
-                streamTimeMs: max(ps.streamTimeMs, e.timestampMs), config: config.aggregates, channels: channels)
+                streamTimeMs: max(ps.streamTimeMs, e.timestampMs), limits: limits)
             guard outcome == .applied else {
                 ps.stats.duplicates += 1
                 return
@@ -278,10 +289,10 @@ public final class Engine {
             if stageBefore == .dormant || stageBefore == .churned { ps.customers[slot].returnedAtMs = evalAt }
             ps.stats.applied += 1
             if e.type == .consent || e.type == .profileUpdate || e.type == .signup { self.applyProfile(e, &ps.customers[slot].contact) }
-            if !config.campaigns.isEmpty {
+            if hasCampaigns {
                 startEventCampaigns(&ps, slot: slot, event: e, channel: channel, at: evalAt)
             }
-            if e.type == .purchase && config.firstPurchase.enabled && !ps.customers[slot].firstPurchaseFired {
+            if e.type == .purchase && firstPurchaseEnabled && !ps.customers[slot].firstPurchaseFired {
                 ps.customers[slot].firstPurchaseFired = true
                 emit(.trigger(firstPurchaseTrigger(e, ps.customers[slot].aggregates)))
             }
@@ -311,7 +322,7 @@ public final class Engine {
                 continue
             }
             ps.stats.timersFired += 1
-            if let last = lastSeen(ps, slot), last + config.customerRetentionMs <= top.due,
+            if let last = lastSeen(ps, slot), last + retentionMs <= top.due,
                ps.customers[slot].contact.pending.isEmpty {
                 evict(&ps, slot: slot)
                 continue
@@ -365,7 +376,7 @@ public final class Engine {
                     emit(.transition(SegmentTransition(
                         customerID: ps.ids[slot], segment: segs.segments[i].name, entered: entered, atMs: t,
                         ruleVersion: ruleVersions[i], values: values, nextFlipMs: flip, causeEventID: cause)))
-                    if !config.campaigns.isEmpty {
+                    if hasCampaigns {
                         startSegmentCampaigns(&ps, slot: slot, segment: i, entered: entered, at: t, cause: cause)
                     }
                 }
@@ -376,7 +387,7 @@ public final class Engine {
             decideDue(&ps, slot: slot, at: t, memberships: ps.customers[slot].memberships, emit: emit)
             next = min(next, ps.customers[slot].contact.earliestDue)
         }
-        if let last = lastSeen(ps, slot) { next = min(next, max(last + config.customerRetentionMs, t + 1)) }
+        if let last = lastSeen(ps, slot) { next = min(next, max(last + retentionMs, t + 1)) }
         ps.customers[slot].dueMs = next
         if next < ps.customers[slot].scheduledMs { schedule(&ps, slot: slot, next) }
     }
@@ -460,6 +471,7 @@ public final class Engine {
 
         // Switch, then bring every customer up to date under the new rules.
         config = new
+        (limits, latenessMs, retentionMs, hasCampaigns, firstPurchaseEnabled) = Engine.hot(new, channels)
         ruleVersions = new.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
         usesLifecycle = new.segments.allTerms.recalledForMs != nil
         for p in Array(partitions.keys) {
