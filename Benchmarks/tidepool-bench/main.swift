@@ -156,6 +156,20 @@ if !engineOnly {
     let heavyAfter = allocatedBytes()
     line("memory per customer, 50 events in 365d", Double(heavyAfter - heavyBefore) / Double(heavy.customerCount), "bytes",
          "\(heavy.customerCount) customers x \(perCustomer) events")
+    // Where it goes: the record itself and each array's payload (capacity x stride; each array
+    // also has a 32-byte header and malloc's 16 bytes).
+    var parts = [Double](repeating: 0, count: 4)
+    for ps in heavy.partitions.values {
+        for r in ps.customers where r.live {
+            parts[0] += Double(r.aggregates.buckets.capacity * MemoryLayout<ActivityBucket>.stride)
+            parts[1] += Double(r.aggregates.firstLast.capacity * MemoryLayout<FirstLast>.stride)
+            parts[2] += Double(r.aggregates.recentIDs.capacity * MemoryLayout<(UInt64, Int64)>.stride)
+            parts[3] += Double(r.aggregates.orders.capacity * MemoryLayout<OrderRecord>.stride)
+        }
+    }
+    let nh = Double(heavy.customerCount)
+    print("  of which: record \(MemoryLayout<CustomerRecord>.stride) B, buckets \(Int(parts[0] / nh)) B, first/last \(Int(parts[1] / nh)) B, "
+          + "recent ids \(Int(parts[2] / nh)) B, orders \(Int(parts[3] / nh)) B, + 4 x 48 B array overhead")
 }
 var rng = SplitMixBench(state: 7)
 let baseTime: Int64 = 1_790_000_000_000

@@ -76,8 +76,10 @@ public struct CustomerAggregates: Sendable, Equatable {
         for (h, ts) in recentIDs where h == eventKey && abs(ts - e.timestampMs) <= config.dedupeHorizonMs {
             return .duplicate
         }
+        // Drop the oldest before appending, so the array never outgrows the depth (appending
+        // first doubled a full array of 8 to room for 16).
+        if recentIDs.count >= config.dedupeDepth { recentIDs.removeFirst(recentIDs.count - config.dedupeDepth + 1) }
         recentIDs.append((eventKey, e.timestampMs))
-        if recentIDs.count > config.dedupeDepth { recentIDs.removeFirst(recentIDs.count - config.dedupeDepth) }
 
         let ts = e.timestampMs
         lifetimeEvents += 1
@@ -95,6 +97,7 @@ public struct CustomerAggregates: Sendable, Equatable {
             lifetimeOrders += 1
             lifetimeSpend += amount
             if let orderKey, inRetention {
+                Self.makeRoom(&orders)
                 orders.append(OrderRecord(orderKey: orderKey, hour: Self.hour(ts), channel: channel, remaining: amount))
             }
         case .refund, .cancel:
@@ -135,6 +138,7 @@ public struct CustomerAggregates: Sendable, Equatable {
             if ts > firstLast[i].last { firstLast[i].last = ts }
             return
         }
+        Self.makeRoom(&firstLast)
         firstLast.append(FirstLast(key: key, first: ts, last: ts))
     }
 
@@ -148,7 +152,17 @@ public struct CustomerAggregates: Sendable, Equatable {
         // Keep buckets ordered by hour (late events insert before newer ones).
         var at = buckets.count
         while at > 0 && buckets[at - 1].hour > hour { at -= 1 }
+        Self.makeRoom(&buckets)
         buckets.insert(ActivityBucket(amount: amount, hour: hour, count: count, type: type, channel: channel), at: at)
+    }
+
+    /// Grows a full array by a quarter instead of Swift's doubling (which left a customer of 50
+    /// buckets holding room for 100): state per customer is what bounds how many fit in memory.
+    /// Small arrays still double, so a new customer does not reallocate on every event.
+    @inline(__always)
+    static func makeRoom<T>(_ a: inout [T]) {
+        let n = a.count
+        if n >= 8 && n == a.capacity { a.reserveCapacity(n + n / 4) }
     }
 
     /// Folds buckets older than 7 days into daily buckets and drops those past retention. Runs when
