@@ -248,17 +248,29 @@ def run_latency(bootstrap, rate, seconds, tmp, live):
                 continue
             ms = int(time.time() * 1000)
             cust = f"live-{rate}-{n}"
-            p.produce(live, key=cust.encode(), value=json.dumps(
-                {"event_id": f"l{n}", "customer_id": cust, "type": "purchase", "channel": "app", "timestamp": ms,
-                 "amount": 10, "currency": "CNY"}, separators=(",", ":")).encode())
+            value = json.dumps({"event_id": f"l{n}", "customer_id": cust, "type": "purchase", "channel": "app",
+                                "timestamp": ms, "amount": 10, "currency": "CNY"}, separators=(",", ":")).encode()
+            while True:
+                try:
+                    p.produce(live, key=cust.encode(), value=value)
+                    break
+                except BufferError:
+                    # librdkafka's local queue is full: the broker is behind the offered rate.
+                    # Wait for deliveries rather than drop the event (it would never be measured).
+                    p.poll(0.005)
             n += 1
             if n % 100 == 0:
                 p.poll(0)
         p.flush(30)
         sent["n"] = n
-        stop.set()
 
-    producer = threading.Thread(target=pace)
+    def pace_then_stop():
+        try:
+            pace()
+        finally:
+            stop.set()
+
+    producer = threading.Thread(target=pace_then_stop)
     producer.start()
     end = None
     while end is None or time.time() < end:

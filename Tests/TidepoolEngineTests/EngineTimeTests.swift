@@ -171,6 +171,26 @@ final class EngineTimeTests: XCTestCase {
         }
     }
 
+    /// The timer heap pops in (due, key) order under any mix of pushes and pops.
+    func testTimerHeapPopsInOrderAgainstASortedReference() {
+        var rng = SeededRNG(7)
+        var heap = TimerHeap()
+        var reference: [(Int64, UInt64)] = []
+        for step in 0..<20_000 {
+            if rng.next(upTo: 3) > 0 || reference.isEmpty {
+                let e = TimerHeap.Entry(due: Int64(rng.next(upTo: 500)), key: UInt64(rng.next(upTo: 50)), slot: Int32(step))
+                heap.push(e)
+                reference.append((e.due, e.key))
+            } else {
+                reference.sort { $0 < $1 }
+                let want = reference.removeFirst()
+                let got = heap.pop()!
+                XCTAssertTrue(got.due == want.0 && got.key == want.1, "step \(step): \(got) != \(want)")
+            }
+            XCTAssertEqual(heap.count, reference.count)
+        }
+    }
+
     /// The daemon turns explanations off; the transitions themselves must not change.
     func testTransitionsWithoutExplanationsAreTheSameTransitions() throws {
         let agg = AggregateConfig()

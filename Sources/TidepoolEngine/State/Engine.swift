@@ -574,8 +574,10 @@ public final class Engine {
     }
 }
 
-/// A binary min-heap of (due, customer slot). Stale entries are skipped when popped, so
-/// rescheduling is one push; the heap holds at most a few entries per customer.
+/// A 4-ary min-heap of (due, customer slot). Stale entries are skipped when popped, so
+/// rescheduling is one push; the heap holds at most a few entries per customer. Four children per
+/// node halve the depth of a binary heap (a pop on a million entries touched ~20 cache lines),
+/// and the four children of a node sit in one or two cache lines.
 struct TimerHeap: Sendable {
     struct Entry: Sendable {
         var due: Int64
@@ -589,12 +591,15 @@ struct TimerHeap: Sendable {
 
     mutating func push(_ e: Entry) {
         items.append(e)
-        var i = items.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            if !items[i].before(items[parent]) { break }
-            items.swapAt(parent, i)
-            i = parent
+        items.withUnsafeMutableBufferPointer { h in
+            var i = h.count - 1
+            while i > 0 {
+                let parent = (i - 1) >> 2
+                if !e.before(h[parent]) { break }
+                h[i] = h[parent]
+                i = parent
+            }
+            h[i] = e
         }
     }
 
@@ -603,16 +608,24 @@ struct TimerHeap: Sendable {
         guard let top = items.first else { return nil }
         let last = items.removeLast()
         if !items.isEmpty {
-            items[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < items.count && items[l].before(items[m]) { m = l }
-                if r < items.count && items[r].before(items[m]) { m = r }
-                if m == i { break }
-                items.swapAt(i, m)
-                i = m
+            items.withUnsafeMutableBufferPointer { h in
+                let n = h.count
+                var i = 0
+                while true {
+                    let first = 4 * i + 1
+                    if first >= n { break }
+                    var m = first
+                    let end = min(first + 4, n)
+                    var c = first + 1
+                    while c < end {
+                        if h[c].before(h[m]) { m = c }
+                        c += 1
+                    }
+                    if !h[m].before(last) { break }
+                    h[i] = h[m]
+                    i = m
+                }
+                h[i] = last
             }
         }
         return top
