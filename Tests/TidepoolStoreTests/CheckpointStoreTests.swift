@@ -127,6 +127,27 @@ final class CheckpointStoreTests: XCTestCase {
         }
     }
 
+    /// The commit leaves the checkpoint in the WAL (no automatic WAL checkpoint inside it);
+    /// `foldWAL` copies it into the database file, and a fresh reader sees the same rows either way.
+    func testCheckpointCommitsToTheWALAndFoldCopiesItIntoTheDatabaseFile() throws {
+        let path = dir.appendingPathComponent("fold.sqlite").path
+        let store = try CheckpointStore(path: path, configVersion: "v1")
+        let e = try makeEngine()
+        for (p, ev) in stream(3000) { e.apply(ev, partition: p) { _ in } }
+        let snaps = e.partitions.keys.sorted { $0.partition < $1.partition }.compactMap { e.takeCheckpoint($0) }.map { ($0, nextOffset: Int64(7)) }
+        let before = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        try store.write(snaps)
+        let afterCommit = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        XCTAssertEqual(afterCommit, before, "the commit wrote the WAL only")
+        XCTAssertEqual(try CheckpointReader(path: path).partitionSizes().reduce(0) { $0 + $1.1 }, e.customerCount, "readers see the committed rows through the WAL")
+        store.foldWAL()
+        let afterFold = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        XCTAssertGreaterThan(afterFold, before, "the fold copied the pages into the database file")
+        let restored = try makeEngine()
+        for p in e.partitions.keys { XCTAssertEqual(try store.restore(p, into: restored)?.nextOffset, 7) }
+        XCTAssertEqual(encodedStates(restored), encodedStates(e))
+    }
+
     func testCodecRejectsTruncatedState() throws {
         let e = try makeEngine()
         for (p, ev) in stream(200) { e.apply(ev, partition: p) { _ in } }
