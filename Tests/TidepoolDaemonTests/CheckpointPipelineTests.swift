@@ -45,6 +45,7 @@ final class CheckpointPipelineTests: XCTestCase {
         let c1 = first.pipeline.metrics.snapshot
         XCTAssertEqual(c1.checkpointFailures, 0)
         XCTAssertGreaterThan(c1.maxCheckpointStallMs, 0)
+        XCTAssertGreaterThan(c1.lastFoldMs, 0, "each commit is followed by a WAL fold on the writer thread")
         XCTAssertGreaterThan(customers, 250)
 
         // The file covers every record, and Kafka's committed offsets equal its offsets.

@@ -59,6 +59,9 @@ public enum PrometheusExposition {
         w.sample("tidepool_checkpoint_age_seconds", [], c.lastCheckpointAtMs == 0 ? -1 : Double(nowMs - c.lastCheckpointAtMs) / 1000)
         w.family("tidepool_checkpoint_duration_seconds", "gauge", "Duration of the last checkpoint write (writer thread)")
         w.sample("tidepool_checkpoint_duration_seconds", [], c.lastCheckpointMs / 1000)
+        w.family("tidepool_checkpoint_fold_seconds", "gauge",
+                 "Duration of the last WAL fold: the copy of a committed checkpoint into the database file (writer thread; nothing waits for it)")
+        w.sample("tidepool_checkpoint_fold_seconds", [], c.lastFoldMs / 1000)
         w.family("tidepool_checkpoint_stall_seconds", "gauge", "How long taking a checkpoint stopped processing: last and longest")
         w.sample("tidepool_checkpoint_stall_seconds", [("which", "last")], c.lastCheckpointStallMs / 1000)
         w.sample("tidepool_checkpoint_stall_seconds", [("which", "max")], c.maxCheckpointStallMs / 1000)

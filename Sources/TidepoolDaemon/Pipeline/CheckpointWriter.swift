@@ -18,6 +18,7 @@ final class CheckpointWriter: @unchecked Sendable {
     let store: CheckpointStore
     private let queue = DispatchQueue(label: "tidepool-checkpoint-writer")
     private let finished = Mutex<Completed?>(nil)
+    private let lastFold = Mutex<Double>(0)
     private let done = DispatchSemaphore(value: 0)
     private(set) var inFlight = false
 
@@ -37,9 +38,15 @@ final class CheckpointWriter: @unchecked Sendable {
             done.signal()
             // The checkpoint is durable in the WAL; copying it into the database file comes after,
             // still on this thread, so that neither processing nor the offset commit waits for it.
+            let f0 = WallClock.monotonicNs()
             store.foldWAL()
+            let foldMs = Double(WallClock.monotonicNs() - f0) / 1e6
+            lastFold.withLock { $0 = foldMs }
         }
     }
+
+    /// Duration of the last completed WAL fold, ms (0: none yet).
+    var lastFoldMs: Double { lastFold.withLock { $0 } }
 
     /// The completed write, if it has completed (never blocks).
     func poll() -> Completed? {

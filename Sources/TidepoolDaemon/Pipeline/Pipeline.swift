@@ -480,6 +480,7 @@ public final class Pipeline: RebalanceListener {
         }
         counters.checkpoints += 1
         counters.lastCheckpointMs = c.writeMs
+        if let writer { counters.lastFoldMs = writer.lastFoldMs }
         counters.lastCheckpointAtMs = clock()
         do {
             try consumer.commit(c.offsets)

@@ -40,6 +40,8 @@ public struct PipelineCounters: Sendable, Equatable {
     public var checkpointFailures: Int64 = 0
     /// Duration of the last checkpoint write (on the writer thread), ms.
     public var lastCheckpointMs: Double = 0
+    /// Duration of the last WAL fold after a checkpoint commit (writer thread), ms.
+    public var lastFoldMs: Double = 0
     /// How long taking a checkpoint stopped processing (flush + snapshot), last and longest, ms.
     public var lastCheckpointStallMs: Double = 0
     public var maxCheckpointStallMs: Double = 0
