@@ -80,11 +80,26 @@ struct RuleProgram: Sendable, Equatable {
     }
 
     /// Runs the program for one customer at `now`; `memberships` holds segments evaluated earlier.
-    @inline(__always)
     func run(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64,
              models: ModelConfig, returnedAtMs: Int64, counts: UnsafeMutableBufferPointer<Int64>,
              sums: UnsafeMutableBufferPointer<Int64>) -> Bool {
-        withUnsafeTemporaryAllocation(of: Double.self, capacity: max(maxDepth, 1)) { stack in
+        ops.withUnsafeBufferPointer { ops in
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: max(maxDepth, 1)) { stack in
+                Self.run(ops, stack: stack, a, now: now, channels: channels, memberships: memberships, models: models,
+                         returnedAtMs: returnedAtMs, counts: counts, sums: sums)
+            }
+        }
+    }
+
+    /// Runs `ops` (one program, or a slice of a `ProgramTable`) on `stack`, which holds at least
+    /// the program's `maxDepth` values. Reading the operations through a buffer pointer keeps the
+    /// hot loop free of reference counting (iterating the `[Op]` retained it once per program).
+    @inline(__always)
+    static func run(_ ops: UnsafeBufferPointer<Op>, stack: UnsafeMutableBufferPointer<Double>,
+                    _ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64,
+                    models: ModelConfig, returnedAtMs: Int64, counts: UnsafeMutableBufferPointer<Int64>,
+                    sums: UnsafeMutableBufferPointer<Int64>) -> Bool {
+        do {
             var sp = 0
             for op in ops {
                 switch op {
@@ -128,6 +143,33 @@ struct RuleProgram: Sendable, Equatable {
             }
             return stack[0] == 1
         }
+    }
+}
+
+/// Every segment's program in one array, in evaluation order, so that evaluating all segments
+/// of a customer walks one buffer with one value stack.
+struct ProgramTable: Sendable {
+    struct Run: Sendable {
+        var segment: Int
+        var start: Int
+        var end: Int
+    }
+    let ops: [RuleProgram.Op]
+    /// One entry per segment, in dependency order.
+    let runs: [Run]
+    /// The deepest value stack any program needs.
+    let maxDepth: Int
+
+    init(_ programs: [RuleProgram], order: [Int]) {
+        var ops: [RuleProgram.Op] = []
+        var runs: [Run] = []
+        for i in order {
+            runs.append(Run(segment: i, start: ops.count, end: ops.count + programs[i].ops.count))
+            ops += programs[i].ops
+        }
+        self.ops = ops
+        self.runs = runs
+        maxDepth = max(programs.map(\.maxDepth).max() ?? 1, 1)
     }
 }
 

@@ -100,6 +100,7 @@ public struct SegmentSet: Sendable, Equatable {
         let segments: [Segment]
         let order: [Int]
         let programs: [RuleProgram]
+        let table: ProgramTable
         let windowTerms: WindowTerms
         let allTerms: RuleTiming.Terms
         let terms: [RuleTiming.Terms]
@@ -108,6 +109,7 @@ public struct SegmentSet: Sendable, Equatable {
         init(segments: [Segment], order: [Int], programs: [RuleProgram], windowTerms: WindowTerms, allTerms: RuleTiming.Terms,
              terms: [RuleTiming.Terms], explanationParts: [[(String, RuleExpr)]], models: ModelConfig) {
             self.segments = segments; self.order = order; self.programs = programs; self.windowTerms = windowTerms
+            table = ProgramTable(programs, order: order)
             self.allTerms = allTerms; self.terms = terms; self.explanationParts = explanationParts; self.models = models
         }
     }
@@ -206,12 +208,21 @@ public struct SegmentSet: Sendable, Equatable {
                 let counts = UnsafeMutableBufferPointer(rebasing: buf[0..<n])
                 let sums = UnsafeMutableBufferPointer(rebasing: buf[n..<(2 * n)])
                 c.windowTerms.evaluate(a, at: now, counts: counts, sums: sums, from: from)
-                var bits: UInt64 = 0
-                for i in c.order where c.programs[i].run(a, now: now, channels: channels, memberships: bits, models: c.models,
-                                                         returnedAtMs: returnedAtMs, counts: counts, sums: sums) {
-                    bits |= 1 << UInt64(i)
+                let models = c.models
+                return c.table.ops.withUnsafeBufferPointer { ops in
+                    c.table.runs.withUnsafeBufferPointer { runs in
+                        withUnsafeTemporaryAllocation(of: Double.self, capacity: c.table.maxDepth) { stack in
+                            var bits: UInt64 = 0
+                            for r in runs where RuleProgram.run(
+                                UnsafeBufferPointer(rebasing: ops[r.start..<r.end]), stack: stack, a, now: now,
+                                channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs,
+                                counts: counts, sums: sums) {
+                                bits |= 1 << UInt64(r.segment)
+                            }
+                            return bits
+                        }
+                    }
                 }
-                return bits
             }
         }
     }

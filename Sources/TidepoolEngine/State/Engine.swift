@@ -344,12 +344,15 @@ public final class Engine {
         if !segs.segments.isEmpty {
             let returned = ps.customers[slot].returnedAtMs
             let channels = self.channels
-            // Borrow the aggregates in place: reading them through the array subscript copied them
-            // (a retain and release per array) on every evaluation.
-            let (bits, nextFlip) = ps.customers.withUnsafeBufferPointer { records in
-                (segs.memberships(records[slot].aggregates, now: t, channels: channels, returnedAtMs: returned),
-                 segs.compiled.allTerms.nextChange(records[slot].aggregates, after: t, returnedAtMs: returned))
+            // Borrow the aggregates in place. Through the array subscript they were copied (a retain
+            // and release per array) on every evaluation; through an unsafe pointer too, because the
+            // compiler cannot rule out a write to that memory during the calls. An `inout` access is
+            // exclusive, so the calls read the record where it lies.
+            func run(_ a: inout CustomerAggregates) -> (UInt64, Int64) {
+                (segs.memberships(a, now: t, channels: channels, returnedAtMs: returned),
+                 segs.compiled.allTerms.nextChange(a, after: t, returnedAtMs: returned))
             }
+            let (bits, nextFlip) = run(&ps.customers[slot].aggregates)
             next = nextFlip
             let changed = bits ^ ps.customers[slot].memberships
             if changed != 0 {
