@@ -191,6 +191,43 @@ final class EngineTimeTests: XCTestCase {
         }
     }
 
+    /// The timer wheel pops in (due, key) order, only what is due, under any mix of pushes (into
+    /// past, current and future hours, and far ahead) and pops with stream time moving forward.
+    func testTimerWheelPopsDueEntriesInOrderAgainstASortedReference() {
+        let hour = TimerWheel.bucketMs
+        for seed in 1...20 {
+            var rng = SeededRNG(UInt64(seed))
+            var wheel = TimerWheel()
+            var reference: [(Int64, UInt64)] = []
+            var t: Int64 = -3 * hour  // negative times too: the hour of a due is a floor division
+            for step in 0..<3_000 {
+                if rng.next(upTo: 3) > 0 {
+                    // Mostly near the present, sometimes in the past or weeks ahead.
+                    let due: Int64
+                    switch rng.next(upTo: 10) {
+                    case 0: due = t - Int64(rng.next(upTo: Int(5 * hour)))
+                    case 1: due = t + Int64(rng.next(upTo: Int(1000 * hour)))
+                    default: due = t + Int64(rng.next(upTo: Int(3 * hour)))
+                    }
+                    let e = TimerWheel.Entry(due: due, key: UInt64(rng.next(upTo: 20)), slot: Int32(step))
+                    wheel.push(e)
+                    reference.append((e.due, e.key))
+                } else {
+                    t += Int64(rng.next(upTo: Int(2 * hour)))
+                    reference.sort { $0 < $1 }
+                    let due = reference.prefix { $0.0 <= t }
+                    for want in due {
+                        guard let got = wheel.popDue(through: t) else { return XCTFail("seed \(seed) step \(step): \(want) is due by \(t), nothing popped") }
+                        XCTAssertTrue(got.due == want.0 && got.key == want.1, "seed \(seed) step \(step): \(got) != \(want)")
+                    }
+                    reference.removeFirst(due.count)
+                    XCTAssertNil(wheel.popDue(through: t), "seed \(seed) step \(step): popped an entry not due by \(t)")
+                }
+                XCTAssertEqual(wheel.count, reference.count)
+            }
+        }
+    }
+
     /// The daemon turns explanations off; the transitions themselves must not change.
     func testTransitionsWithoutExplanationsAreTheSameTransitions() throws {
         let agg = AggregateConfig()

@@ -148,7 +148,7 @@ public struct PartitionState: Sendable {
     public internal(set) var maxEventTimeMs: Int64 = .min
     /// Maximum event time seen minus the allowed lateness (or the wall clock when idle).
     public internal(set) var streamTimeMs: Int64 = .min
-    var timers = TimerHeap()
+    var timers = TimerWheel()
     public internal(set) var stats = PartitionStats()
     /// Slots changed since the last checkpoint, and customers evicted since then.
     var dirty: [Int32] = []
@@ -310,8 +310,7 @@ public final class Engine {
     private func advance(_ ps: inout PartitionState, to t: Int64, emit: (EngineOutput) -> Void) {
         guard t > ps.streamTimeMs else { return }
         ps.streamTimeMs = t
-        while let top = ps.timers.peek, top.due <= t {
-            ps.timers.pop()
+        while let top = ps.timers.popDue(through: t) {
             let slot = Int(top.slot)
             // Entries are not removed when a customer's due changes; stale ones are skipped here.
             guard slot < ps.customers.count, ps.customers[slot].live, ps.customers[slot].scheduledMs == top.due else { continue }
@@ -403,7 +402,7 @@ public final class Engine {
 
     func schedule(_ ps: inout PartitionState, slot: Int, _ due: Int64) {
         ps.customers[slot].scheduledMs = due
-        ps.timers.push(TimerHeap.Entry(due: due, key: ps.customers[slot].idHash, slot: Int32(slot)))
+        ps.timers.push(TimerWheel.Entry(due: due, key: ps.customers[slot].idHash, slot: Int32(slot)))
     }
 
     // MARK: - Reconfiguration
@@ -574,64 +573,6 @@ public final class Engine {
             firedAtMs: e.timestampMs, expiresAtMs: e.timestampMs + rule.ttlMs,
             snapshot: [("orders", .int(a.lifetimeOrders)), ("spend", .money(Money(units: a.lifetimeSpend))),
                        ("first_seen", .time(firstSeen))])
-    }
-}
-
-/// A 4-ary min-heap of (due, customer slot). Stale entries are skipped when popped, so
-/// rescheduling is one push; the heap holds at most a few entries per customer. Four children per
-/// node halve the depth of a binary heap (a pop on a million entries touched ~20 cache lines),
-/// and the four children of a node sit in one or two cache lines.
-struct TimerHeap: Sendable {
-    struct Entry: Sendable {
-        var due: Int64
-        var key: UInt64
-        var slot: Int32
-        @inline(__always) func before(_ o: Entry) -> Bool { due < o.due || (due == o.due && key < o.key) }
-    }
-    private(set) var items: [Entry] = []
-    var count: Int { items.count }
-    var peek: Entry? { items.first }
-
-    mutating func push(_ e: Entry) {
-        items.append(e)
-        items.withUnsafeMutableBufferPointer { h in
-            var i = h.count - 1
-            while i > 0 {
-                let parent = (i - 1) >> 2
-                if !e.before(h[parent]) { break }
-                h[i] = h[parent]
-                i = parent
-            }
-            h[i] = e
-        }
-    }
-
-    @discardableResult
-    mutating func pop() -> Entry? {
-        guard let top = items.first else { return nil }
-        let last = items.removeLast()
-        if !items.isEmpty {
-            items.withUnsafeMutableBufferPointer { h in
-                let n = h.count
-                var i = 0
-                while true {
-                    let first = 4 * i + 1
-                    if first >= n { break }
-                    var m = first
-                    let end = min(first + 4, n)
-                    var c = first + 1
-                    while c < end {
-                        if h[c].before(h[m]) { m = c }
-                        c += 1
-                    }
-                    if !h[m].before(last) { break }
-                    h[i] = h[m]
-                    i = m
-                }
-                h[i] = last
-            }
-        }
-        return top
     }
 }
 
