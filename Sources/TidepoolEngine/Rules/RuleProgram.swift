@@ -184,8 +184,11 @@ struct WindowTerms: Sendable {
     }
     private(set) var terms: [Term] = []
     private var lookup: [Term: Int] = [:]
-    /// Term indices by event type.
-    private(set) var byType: [[Int]] = Array(repeating: [], count: 64)
+    /// Term indices by event type, flattened: the terms of type T are
+    /// `byType[typeStart[T] ..< typeStart[T + 1]]`. (An array of arrays cost a retain and a
+    /// release of the inner array per bucket on the hot path.)
+    private var byType: [Int32] = []
+    private var typeStart: [Int32] = []
 
     init(_ exprs: [RuleExpr]) {
         func walk(_ e: RuleExpr) {
@@ -197,12 +200,16 @@ struct WindowTerms: Sendable {
             }
         }
         for e in exprs { walk(e) }
+        for type in 0..<64 {
+            typeStart.append(Int32(byType.count))
+            byType += terms.indices.filter { terms[$0].type == type }.map { Int32($0) }
+        }
+        typeStart.append(Int32(byType.count))
     }
 
     private mutating func add(_ t: Term) {
         guard lookup[t] == nil else { return }
         lookup[t] = terms.count
-        byType[Int(t.type)].append(terms.count)
         terms.append(t)
     }
 
@@ -222,10 +229,18 @@ struct WindowTerms: Sendable {
             sums[i] = 0
             from[i] = CustomerAggregates.windowStartHour(terms[i].windowMs, at: t)
         }
-        for b in a.buckets where b.hour <= to {
-            for i in byType[Int(b.type)] where b.hour >= from[i] && (terms[i].channel < 0 || Int16(b.channel) == terms[i].channel) {
-                counts[i] += Int64(b.count)
-                sums[i] += b.amount
+        terms.withUnsafeBufferPointer { terms in
+            byType.withUnsafeBufferPointer { byType in
+                typeStart.withUnsafeBufferPointer { typeStart in
+                    for b in a.buckets where b.hour <= to {
+                        for k in Int(typeStart[Int(b.type)])..<Int(typeStart[Int(b.type) + 1]) {
+                            let i = Int(byType[k])
+                            guard b.hour >= from[i] && (terms[i].channel < 0 || Int16(b.channel) == terms[i].channel) else { continue }
+                            counts[i] += Int64(b.count)
+                            sums[i] += b.amount
+                        }
+                    }
+                }
             }
         }
     }
