@@ -49,8 +49,9 @@ final class CheckpointStoreTests: XCTestCase {
     func encodedStates(_ e: Engine) -> [String: [UInt8]] {
         var out: [String: [UInt8]] = [:]
         for (_, ps) in e.partitions {
-            for (id, slot) in ps.index {
-                out[id] = CustomerRecordCodec.encode(ps.customers[Int(slot)])
+            for slot in ps.customers.indices where ps.customers[slot].live {
+                XCTAssertEqual(ps.slot(of: ps.ids[slot]), slot, "the index finds \(ps.ids[slot])")
+                out[ps.ids[slot]] = CustomerRecordCodec.encode(ps.customers[slot])
             }
         }
         return out

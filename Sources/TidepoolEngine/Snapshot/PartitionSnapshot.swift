@@ -88,7 +88,7 @@ extension Engine {
             r.idHash = StableHash.hash64(id)
             ps.customers.append(r)
             ps.ids.append(id)
-            ps.index[id] = Int32(slot)
+            ps.index.insert(hash: r.idHash, slot: Int32(slot))
             for i in sizes.indices where r.memberships & (1 << UInt64(i)) != 0 { sizes[i] += 1 }
             if r.dueMs != .max { schedule(&ps, slot: slot, r.dueMs) }
         }

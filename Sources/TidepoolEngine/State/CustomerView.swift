@@ -45,8 +45,8 @@ extension Engine {
     /// The view of a customer at the partition's current evaluation time (nil when not in memory).
     public func view(_ id: String) -> CustomerView? {
         for (pid, ps) in partitions {
-            guard let slot = ps.index[id] else { continue }
-            let r = ps.customers[Int(slot)]
+            guard let slot = ps.slot(of: id) else { continue }
+            let r = ps.customers[slot]
             let a = r.aggregates
             let t = max(r.evaluatedAtMs, ps.streamTimeMs)
             let segs = config.segments

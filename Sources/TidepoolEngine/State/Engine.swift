@@ -141,7 +141,7 @@ public struct PartitionStats: Sendable, Equatable {
 
 /// The state of one partition: its customers, stream time and timers.
 public struct PartitionState: Sendable {
-    public internal(set) var index: [String: Int32] = [:]
+    var index = CustomerIndex()
     public internal(set) var ids: [String] = []
     public internal(set) var customers: [CustomerRecord] = []
     var free: [Int32] = []
@@ -161,6 +161,11 @@ public struct PartitionState: Sendable {
     public init() {}
 
     public var customerCount: Int { index.count }
+
+    /// The slot of a customer in memory, or nil.
+    public func slot(of id: String) -> Int? {
+        index.find(id, hash: StableHash.hash64(id), ids: ids).map(Int.init)
+    }
 }
 
 /// The pure customer engine: events and time in, state updated, triggers and segment transitions
@@ -218,7 +223,7 @@ public final class Engine {
     }
 
     public func record(_ id: String) -> CustomerRecord? {
-        for p in partitions.values { if let s = p.index[id] { return p.customers[Int(s)] } }
+        for p in partitions.values { if let s = p.slot(of: id) { return p.customers[s] } }
         return nil
     }
 
@@ -245,7 +250,7 @@ public final class Engine {
             // Erasure: the customer leaves memory and every segment; only a keyed hash remains.
             if e.type == .erase {
                 let erasureKey = self.keyedHash(e.customerID)
-                if let s = ps.index[e.customerID] { self.remove(&ps, slot: Int(s)) }
+                if let s = ps.slot(of: e.customerID) { self.remove(&ps, slot: s) }
                 let at = max(e.timestampMs, ps.erased[erasureKey] ?? .min)
                 ps.erased[erasureKey] = at
                 ps.newlyErased.append((erasureKey, at))
@@ -504,10 +509,11 @@ public final class Engine {
     // MARK: - Customers
 
     private func slot(for id: String, in ps: inout PartitionState) -> Int {
-        if let s = ps.index[id] { return Int(s) }
+        let hash = StableHash.hash64(id)
+        if let s = ps.index.find(id, hash: hash, ids: ps.ids) { return Int(s) }
         let s: Int
         var record = CustomerRecord()
-        record.idHash = StableHash.hash64(id)
+        record.idHash = hash
         if let f = ps.free.popLast() {
             s = Int(f)
             ps.customers[s] = record
@@ -517,7 +523,7 @@ public final class Engine {
             ps.customers.append(record)
             ps.ids.append(id)
         }
-        ps.index[id] = Int32(s)
+        ps.index.insert(hash: hash, slot: Int32(s))
         return s
     }
 
@@ -549,7 +555,7 @@ public final class Engine {
         ps.removed.append(ps.ids[slot])
         let m = ps.customers[slot].memberships
         for i in ps.stats.segmentSizes.indices where m & (1 << UInt64(i)) != 0 { ps.stats.segmentSizes[i] -= 1 }
-        ps.index[ps.ids[slot]] = nil
+        ps.index.remove(ps.ids[slot], hash: ps.customers[slot].idHash, ids: ps.ids)
         ps.ids[slot] = ""
         ps.customers[slot] = CustomerRecord()
         ps.customers[slot].live = false
