@@ -79,70 +79,57 @@ struct RuleProgram: Sendable, Equatable {
         emit(e)
     }
 
-    /// Runs the program for one customer at `now`; `memberships` holds segments evaluated earlier.
-    func run(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64,
-             models: ModelConfig, returnedAtMs: Int64, counts: UnsafeMutableBufferPointer<Int64>,
-             sums: UnsafeMutableBufferPointer<Int64>) -> Bool {
-        ops.withUnsafeBufferPointer { ops in
-            withUnsafeTemporaryAllocation(of: Double.self, capacity: max(maxDepth, 1)) { stack in
-                Self.run(ops, stack: stack, a, now: now, channels: channels, memberships: memberships, models: models,
-                         returnedAtMs: returnedAtMs, counts: counts, sums: sums)
-            }
-        }
-    }
-
-    /// Runs `ops` (one program, or a slice of a `ProgramTable`) on `stack`, which holds at least
-    /// the program's `maxDepth` values. Reading the operations through a buffer pointer keeps the
+    /// Runs `ops` (a program's slice of a `ProgramTable`) for one customer at `now` on `stack`,
+    /// which holds at least the program's `maxDepth` values; `memberships` holds segments
+    /// evaluated earlier. Reading the operations through a buffer pointer keeps the
     /// hot loop free of reference counting (iterating the `[Op]` retained it once per program).
     @inline(__always)
     static func run(_ ops: UnsafeBufferPointer<Op>, stack: UnsafeMutableBufferPointer<Double>,
                     _ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64,
                     models: ModelConfig, returnedAtMs: Int64, counts: UnsafeMutableBufferPointer<Int64>,
                     sums: UnsafeMutableBufferPointer<Int64>) -> Bool {
-        do {
-            var sp = 0
-            for op in ops {
+        var sp = 0
+        for op in ops {
+            switch op {
+            case .constant(let d): stack[sp] = d; sp += 1
+            case .count(let i): stack[sp] = Double(counts[i]); sp += 1
+            case .sum(let i): stack[sp] = Double(sums[i]); sp += 1
+            case .orders: stack[sp] = Double(a.lifetimeOrders); sp += 1
+            case .spend: stack[sp] = Double(a.lifetimeSpend); sp += 1
+            case .first(let t):
+                let v = t < 0 ? a.firstSeen : a.first(rawKey: UInt8(t))
+                stack[sp] = v.map { Double($0) } ?? .nan; sp += 1
+            case .last(let t):
+                let v = t < 0 ? a.lastSeen : a.last(rawKey: UInt8(t))
+                stack[sp] = v.map { Double($0) } ?? .nan; sp += 1
+            case .since: stack[sp - 1] = Double(now) - stack[sp - 1]
+            case .toMoney: stack[sp - 1] = (stack[sp - 1] * Double(Money.scale)).rounded()
+            case .distinctChannels: stack[sp] = Double(a.distinctChannels); sp += 1
+            case .ownedShare(let w): stack[sp] = a.ownedShare(window: w, at: now, channels: channels) ?? .nan; sp += 1
+            case .inSegment(let i): stack[sp] = memberships & (1 << UInt64(i)) != 0 ? 1 : 0; sp += 1
+            case .rfm: stack[sp] = Double(RFMClass.of(a, at: now, models).rawValue); sp += 1
+            case .lifecycle:
+                stack[sp] = LifecycleStage.of(a, returnedAtMs: returnedAtMs, at: now, models).map { Double($0.rawValue) } ?? .nan
+                sp += 1
+            case .compare(let op):
+                let y = stack[sp - 1], x = stack[sp - 2]
+                sp -= 1
+                let r: Bool
                 switch op {
-                case .constant(let d): stack[sp] = d; sp += 1
-                case .count(let i): stack[sp] = Double(counts[i]); sp += 1
-                case .sum(let i): stack[sp] = Double(sums[i]); sp += 1
-                case .orders: stack[sp] = Double(a.lifetimeOrders); sp += 1
-                case .spend: stack[sp] = Double(a.lifetimeSpend); sp += 1
-                case .first(let t):
-                    let v = t < 0 ? a.firstSeen : a.first(rawKey: UInt8(t))
-                    stack[sp] = v.map { Double($0) } ?? .nan; sp += 1
-                case .last(let t):
-                    let v = t < 0 ? a.lastSeen : a.last(rawKey: UInt8(t))
-                    stack[sp] = v.map { Double($0) } ?? .nan; sp += 1
-                case .since: stack[sp - 1] = Double(now) - stack[sp - 1]
-                case .toMoney: stack[sp - 1] = (stack[sp - 1] * Double(Money.scale)).rounded()
-                case .distinctChannels: stack[sp] = Double(a.distinctChannels); sp += 1
-                case .ownedShare(let w): stack[sp] = a.ownedShare(window: w, at: now, channels: channels) ?? .nan; sp += 1
-                case .inSegment(let i): stack[sp] = memberships & (1 << UInt64(i)) != 0 ? 1 : 0; sp += 1
-                case .rfm: stack[sp] = Double(RFMClass.of(a, at: now, models).rawValue); sp += 1
-                case .lifecycle:
-                    stack[sp] = LifecycleStage.of(a, returnedAtMs: returnedAtMs, at: now, models).map { Double($0.rawValue) } ?? .nan
-                    sp += 1
-                case .compare(let op):
-                    let y = stack[sp - 1], x = stack[sp - 2]
-                    sp -= 1
-                    let r: Bool
-                    switch op {
-                    case .lt: r = x < y
-                    case .le: r = x <= y
-                    case .gt: r = x > y
-                    case .ge: r = x >= y
-                    case .eq: r = x == y
-                    case .ne: r = x != y && !x.isNaN && !y.isNaN
-                    }
-                    stack[sp - 1] = r ? 1 : 0
-                case .and: stack[sp - 2] = stack[sp - 2] == 1 && stack[sp - 1] == 1 ? 1 : 0; sp -= 1
-                case .or: stack[sp - 2] = stack[sp - 2] == 1 || stack[sp - 1] == 1 ? 1 : 0; sp -= 1
-                case .not: stack[sp - 1] = stack[sp - 1] == 1 ? 0 : 1
+                case .lt: r = x < y
+                case .le: r = x <= y
+                case .gt: r = x > y
+                case .ge: r = x >= y
+                case .eq: r = x == y
+                case .ne: r = x != y && !x.isNaN && !y.isNaN
                 }
+                stack[sp - 1] = r ? 1 : 0
+            case .and: stack[sp - 2] = stack[sp - 2] == 1 && stack[sp - 1] == 1 ? 1 : 0; sp -= 1
+            case .or: stack[sp - 2] = stack[sp - 2] == 1 || stack[sp - 1] == 1 ? 1 : 0; sp -= 1
+            case .not: stack[sp - 1] = stack[sp - 1] == 1 ? 0 : 1
             }
-            return stack[0] == 1
         }
+        return stack[0] == 1
     }
 }
 
@@ -184,11 +171,8 @@ struct WindowTerms: Sendable {
     }
     private(set) var terms: [Term] = []
     private var lookup: [Term: Int] = [:]
-    /// Term indices by event type, flattened: the terms of type T are
-    /// `byType[typeStart[T] ..< typeStart[T + 1]]`. (An array of arrays cost a retain and a
-    /// release of the inner array per bucket on the hot path.)
-    private var byType: [Int32] = []
-    private var typeStart: [Int32] = []
+    /// Term indices by event type.
+    private var byType = IndicesByEventType()
 
     init(_ exprs: [RuleExpr]) {
         func walk(_ e: RuleExpr) {
@@ -200,11 +184,8 @@ struct WindowTerms: Sendable {
             }
         }
         for e in exprs { walk(e) }
-        for type in 0..<64 {
-            typeStart.append(Int32(byType.count))
-            byType += terms.indices.filter { terms[$0].type == type }.map { Int32($0) }
-        }
-        typeStart.append(Int32(byType.count))
+        let all = terms
+        byType = IndicesByEventType(items: all.count) { all[$0].type == $1 }
     }
 
     private mutating func add(_ t: Term) {
@@ -230,15 +211,13 @@ struct WindowTerms: Sendable {
             from[i] = CustomerAggregates.windowStartHour(terms[i].windowMs, at: t)
         }
         terms.withUnsafeBufferPointer { terms in
-            byType.withUnsafeBufferPointer { byType in
-                typeStart.withUnsafeBufferPointer { typeStart in
-                    for b in a.buckets where b.hour <= to {
-                        for k in Int(typeStart[Int(b.type)])..<Int(typeStart[Int(b.type) + 1]) {
-                            let i = Int(byType[k])
-                            guard b.hour >= from[i] && (terms[i].channel < 0 || Int16(b.channel) == terms[i].channel) else { continue }
-                            counts[i] += Int64(b.count)
-                            sums[i] += b.amount
-                        }
+            byType.withLists { byType in
+                for b in a.buckets where b.hour <= to {
+                    for k in byType[b.type] {
+                        let i = Int(k)
+                        guard b.hour >= from[i] && (terms[i].channel < 0 || Int16(b.channel) == terms[i].channel) else { continue }
+                        counts[i] += Int64(b.count)
+                        sums[i] += b.amount
                     }
                 }
             }

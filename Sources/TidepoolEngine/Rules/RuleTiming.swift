@@ -19,9 +19,8 @@ enum RuleTiming {
         }
         var windows: [Window] = []
         /// Indices into `windows` that apply to each event type (its own and the any-type ones),
-        /// in window order: those of type T are `windowsByType[typeStart[T] ..< typeStart[T + 1]]`.
-        private var windowsByType: [Int32] = []
-        private var typeStart: [Int32] = []
+        /// in window order.
+        private var windowsByType = IndicesByEventType()
         var since: [Since] = []
         /// Set when a rule uses lifecycle(): the stage also changes `recalledForMs` after a return.
         var recalledForMs: Int64? = nil
@@ -53,11 +52,8 @@ enum RuleTiming {
                 walk(e)
             }
             windows = w.sorted { ($0.windowMs, $0.type, $0.channel) < ($1.windowMs, $1.type, $1.channel) }
-            for type in 0..<64 {
-                typeStart.append(Int32(windowsByType.count))
-                windowsByType += windows.indices.filter { windows[$0].type < 0 || windows[$0].type == type }.map { Int32($0) }
-            }
-            typeStart.append(Int32(windowsByType.count))
+            let all = windows
+            windowsByType = IndicesByEventType(items: all.count) { all[$0].type < 0 || all[$0].type == Int16($1) }
             since = s.sorted { ($0.last ? 1 : 0, $0.type, $0.offsets.first ?? 0) < ($1.last ? 1 : 0, $1.type, $1.offsets.first ?? 0) }
         }
 
@@ -67,33 +63,31 @@ enum RuleTiming {
             if let r = recalledForMs, returnedAtMs != .min, returnedAtMs + r + 1 > t { best = returnedAtMs + r + 1 }
             if !windows.isEmpty {
                 windows.withUnsafeBufferPointer { windows in
-                    windowsByType.withUnsafeBufferPointer { byType in
-                        typeStart.withUnsafeBufferPointer { typeStart in
-                            for b in a.buckets {
-                                let h = Int64(b.hour)
-                                // A bucket that began by t has entered every window already. Its exit
-                                // from a window grows with the window (whole hours up to 7d, whole days
-                                // beyond, as `AggregateConfig.problem(windowMs:)` requires, so a day
-                                // window's exit is later than any hour window's): the
-                                // first window it has not yet left is the only one that matters.
-                                let started = h * AggregateConfig.hourMs <= t
-                                for k in Int(typeStart[Int(b.type)])..<Int(typeStart[Int(b.type) + 1]) {
-                                    let w = windows[Int(byType[k])]
-                                    guard w.channel < 0 || Int16(b.channel) == w.channel else { continue }
-                                    let enter: Int64, leave: Int64
-                                    if w.windowMs <= AggregateConfig.hourlyLimitMs {
-                                        enter = h * AggregateConfig.hourMs
-                                        leave = (h + w.windowMs / AggregateConfig.hourMs) * AggregateConfig.hourMs
-                                    } else {
-                                        let day = h / 24
-                                        enter = day * AggregateConfig.dayMs
-                                        leave = (day + w.windowMs / AggregateConfig.dayMs) * AggregateConfig.dayMs
-                                    }
-                                    if enter > t && enter < best { best = enter }
-                                    if leave > t {
-                                        if leave < best { best = leave }
-                                        if started { break }
-                                    }
+                    windowsByType.withLists { byType in
+                        for b in a.buckets {
+                            let h = Int64(b.hour)
+                            // A bucket that began by t has entered every window already. Its exit
+                            // from a window grows with the window (whole hours up to 7d, whole days
+                            // beyond, as `AggregateConfig.problem(windowMs:)` requires, so a day
+                            // window's exit is later than any hour window's): the
+                            // first window it has not yet left is the only one that matters.
+                            let started = h * AggregateConfig.hourMs <= t
+                            for k in byType[b.type] {
+                                let w = windows[Int(k)]
+                                guard w.channel < 0 || Int16(b.channel) == w.channel else { continue }
+                                let enter: Int64, leave: Int64
+                                if w.windowMs <= AggregateConfig.hourlyLimitMs {
+                                    enter = h * AggregateConfig.hourMs
+                                    leave = (h + w.windowMs / AggregateConfig.hourMs) * AggregateConfig.hourMs
+                                } else {
+                                    let day = h / 24
+                                    enter = day * AggregateConfig.dayMs
+                                    leave = (day + w.windowMs / AggregateConfig.dayMs) * AggregateConfig.dayMs
+                                }
+                                if enter > t && enter < best { best = enter }
+                                if leave > t {
+                                    if leave < best { best = leave }
+                                    if started { break }
                                 }
                             }
                         }

@@ -99,7 +99,7 @@ public struct SegmentSet: Sendable, Equatable {
     final class Compiled: Sendable {
         let segments: [Segment]
         let order: [Int]
-        let programs: [RuleProgram]
+        /// Every segment's compiled program, in evaluation order.
         let table: ProgramTable
         let windowTerms: WindowTerms
         let allTerms: RuleTiming.Terms
@@ -108,7 +108,7 @@ public struct SegmentSet: Sendable, Equatable {
         let models: ModelConfig
         init(segments: [Segment], order: [Int], programs: [RuleProgram], windowTerms: WindowTerms, allTerms: RuleTiming.Terms,
              terms: [RuleTiming.Terms], explanationParts: [[(String, RuleExpr)]], models: ModelConfig) {
-            self.segments = segments; self.order = order; self.programs = programs; self.windowTerms = windowTerms
+            self.segments = segments; self.order = order; self.windowTerms = windowTerms
             table = ProgramTable(programs, order: order)
             self.allTerms = allTerms; self.terms = terms; self.explanationParts = explanationParts; self.models = models
         }
@@ -118,7 +118,6 @@ public struct SegmentSet: Sendable, Equatable {
     public var segments: [Segment] { compiled.segments }
     /// Evaluation order: indices into `segments`.
     public var order: [Int] { compiled.order }
-    var programs: [RuleProgram] { compiled.programs }
     var windowTerms: WindowTerms { compiled.windowTerms }
     /// Time-dependent terms of all rules together, and of each rule alone.
     var allTerms: RuleTiming.Terms { compiled.allTerms }

@@ -25,6 +25,12 @@ struct CustomerIndex: Sendable {
     /// The slot of `id` (whose `StableHash.hash64` is `hash`); `ids` holds the id of every slot.
     @inline(__always)
     func find(_ id: String, hash: UInt64, ids: borrowing [String]) -> Int32? {
+        position(of: id, hash: hash, ids: ids).map { slots[$0] }
+    }
+
+    /// Where `id` sits in the table, or nil.
+    @inline(__always)
+    private func position(of id: String, hash: UInt64, ids: borrowing [String]) -> Int? {
         guard count > 0 else { return nil }
         let h = Self.stored(hash)
         return hashes.withUnsafeBufferPointer { hashes in
@@ -33,7 +39,7 @@ struct CustomerIndex: Sendable {
                 while true {
                     let k = hashes[i]
                     if k == 0 { return nil }
-                    if k == h && ids[Int(slots[i])] == id { return slots[i] }
+                    if k == h && ids[Int(slots[i])] == id { return i }
                     i = (i + 1) & mask
                 }
             }
@@ -50,15 +56,7 @@ struct CustomerIndex: Sendable {
     /// Removes `id`; returns whether it was present.
     @discardableResult
     mutating func remove(_ id: String, hash: UInt64, ids: borrowing [String]) -> Bool {
-        guard count > 0 else { return false }
-        let h = Self.stored(hash)
-        var i = Int(truncatingIfNeeded: h) & mask
-        while true {
-            let k = hashes[i]
-            if k == 0 { return false }
-            if k == h && ids[Int(slots[i])] == id { break }
-            i = (i + 1) & mask
-        }
+        guard let i = position(of: id, hash: hash, ids: ids) else { return false }
         // Backward-shift deletion: move later entries of the probe run into the hole when their
         // home position allows, so that no lookup ever stops early at it (no tombstones).
         var hole = i

@@ -10,7 +10,6 @@ struct TimerHeap: Sendable {
     }
     private(set) var items: [Entry] = []
     var count: Int { items.count }
-    var isEmpty: Bool { items.isEmpty }
 
     init() {}
 
