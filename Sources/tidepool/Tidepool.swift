@@ -190,13 +190,13 @@ struct Demo: ParsableCommand {
         abstract: "Run the real pipeline against an in-process mock Kafka cluster fed by synthetic touchpoints.")
 
     @Option(help: "Distinct customers.") var customers = 50_000
-    @Option(help: "Touchpoints produced per second.") var rate = 100_000
-    @Option(help: "Seconds of production.") var seconds = 15
+    @Option(help: "History: records on the topic before the pipeline starts, event times spread over --history-days up to now; replayed in event time at the pipeline's maximum rate (keep it under ~20k per partition: the mock keeps ~5 MiB per partition).") var history = 400_000
+    @Option(help: "Days of history.") var historyDays = 60
+    @Option(help: "Live phase after the replay: touchpoints per second, stamped with the wall clock.") var rate = 100_000
+    @Option(help: "Live phase: seconds of production (0: history only).") var seconds = 10
     @Option(help: "Partitions per topic (the mock keeps ~5 MiB per partition).") var partitions: Int32 = 32
     @Option(help: "Share of malformed records (0...1).") var malformed = 0.01
     @Option(help: "Random seed.") var seed: UInt64 = 42
-    @Option(help: "Spread event times over this many days up to now (0: wall clock).") var historyDays = 60
-    @Option(help: "Produce this many records first, then measure how fast the pipeline drains them (0: paced mode).") var preload = 0
     @Option(help: "Log level for the pipeline's own log lines.") var logLevel = "warning"
 
     func run() throws {
@@ -208,7 +208,7 @@ struct Demo: ParsableCommand {
         o.partitions = partitions
         o.malformedShare = malformed
         o.seed = seed
-        o.preload = preload
+        o.history = history
         o.historyDays = historyDays
         let demo = TidepoolDaemon.Demo(options: o, logger: Logger(label: "tidepool.demo"))
         let summary = try demo.run { line in print(line); fflush(stdout) }

@@ -450,6 +450,19 @@ segments:
         sizes = {s["segment"]: s["members"] for s in json.loads(http_get(port, "/segments")[2])["segments"]}
         assert sizes == {"browsers": 20, "buyers": 5}
 
+        # A duplicate (an event_id already applied) and a late event (an hour behind stream time):
+        # both are counted per input partition; the duplicate changes nothing, the late one applies.
+        produce(broker, [("h-0", event("hpv-0", "h-0", "page_view")),
+                         ("h-1", event("hlate-1", "h-1", "page_view", timestamp=now_ms() - 3_600_000))])
+        wait_committed_to_end(broker)
+
+        def engine_total(name):
+            return sum(v for (n, _), v in scraped().items() if n == name)
+        wait_for(lambda: engine_total("tidepool_events_applied_total") == 26, 20, "26 events applied")
+        assert engine_total("tidepool_duplicate_events_total") == 1
+        assert engine_total("tidepool_late_events_total") == 1
+        assert len([k for k in scraped() if k[0] == "tidepool_late_events_total"]) == PARTITIONS
+
         # The CLI asks the running daemon.
         out = subprocess.run([BIN, "segments", "--config", str(config)], check=True, capture_output=True, text=True).stdout
         assert [l.split()[:2] for l in out.splitlines()[2:]] == [["browsers", "20"], ["buyers", "5"]], out
@@ -467,7 +480,7 @@ segments:
     # A backtest of the running rules over the input topic: read with a throwaway group, nothing produced.
     before = topic_total(broker, TRIGGERS)
     out = subprocess.run([BIN, "replay", "--config", str(config), "--from", INPUT], check=True, capture_output=True, text=True).stdout
-    assert out.startswith("replayed 25 events (0 rejected), 20 customers"), out
+    assert out.startswith("replayed 27 events (0 rejected), 20 customers"), out
     assert "browsers +20/-0" in out and "buyers +5/-0" in out, out
     assert "welcome: sent 5" in out, out
     assert topic_total(broker, TRIGGERS) == before

@@ -21,8 +21,9 @@ public struct TouchpointGenerator {
 
     static let owned = ["website", "app", "mini_program", "wechat_oa", "wecom", "sms", "email"]
     static let platforms = ["tmall", "jd", "douyin"]
+    /// Event types with their weights (per cent of valid records).
     static let mix: [(EventType, Int)] = [
-        (.pageView, 46), (.productView, 18), (.addToCart, 8), (.search, 6), (.messageOpen, 5),
+        (.pageView, 45), (.productView, 18), (.addToCart, 8), (.search, 6), (.messageOpen, 5),
         (.purchase, 6), (.couponRedeem, 3), (.wecomChat, 4), (.login, 3), (.refund, 1), (.consent, 1),
     ]
 
@@ -61,8 +62,12 @@ public struct TouchpointGenerator {
         return Record(key: Array(cid.utf8), value: Array(json.utf8), expectedRejection: nil, customerID: cid, type: type)
     }
 
+    static let totalWeight = mix.reduce(0) { $0 + $1.1 }
+
     private mutating func pickType() -> EventType {
-        var r = Int(rng.next() % 100)
+        // Drawn over the weights' own total: a table that does not sum to 100 cannot silently
+        // starve its last type (it once did, and the demo saw no consent events at all).
+        var r = Int(rng.next() % UInt64(Self.totalWeight))
         for (t, w) in Self.mix {
             if r < w { return t }
             r -= w

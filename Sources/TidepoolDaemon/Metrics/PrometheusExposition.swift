@@ -41,6 +41,19 @@ public enum PrometheusExposition {
         for (camp, n) in c.campaignDeferred.sorted(by: { $0.key < $1.key }) {
             w.sample("tidepool_campaign_decisions_total", [("campaign", camp), ("outcome", "deferred")], Double(n))
         }
+        // The engine's counters, per input partition.
+        let perPartition = c.partitionCounters.sorted { $0.key < $1.key }.map { (split($0.key), $0.value) }
+        for (name, help, value) in [
+            ("tidepool_events_applied_total", "Events applied to customer state", \PartitionCounters.applied),
+            ("tidepool_duplicate_events_total", "Events whose event_id was already applied within the dedupe horizon (applied once)", \.duplicates),
+            ("tidepool_late_events_total", "Events older than the partition's stream time on arrival: applied to totals and open windows, no retroactive transitions", \.late),
+            ("tidepool_timers_fired_total", "Customer timers fired by stream time (membership flips, due campaign episodes, evictions)", \.timersFired),
+            ("tidepool_customers_evicted_total", "Customers removed after the idle retention", \.evicted),
+            ("tidepool_events_dropped_after_erasure_total", "Events of erased customers dated at or before the erasure (a replay), dropped", \.droppedAfterErasure),
+        ] as [(String, String, KeyPath<PartitionCounters, Int64>)] {
+            w.family(name, "counter", help + ", by input partition")
+            for ((topic, partition), v) in perPartition { w.sample(name, [("topic", topic), ("partition", partition)], Double(v[keyPath: value])) }
+        }
         w.family("tidepool_triggers_produced_total", "counter", "Triggers produced on the trigger topic")
         w.sample("tidepool_triggers_produced_total", [], Double(c.triggersProduced))
         w.family("tidepool_triggers_deduplicated_total", "counter", "Triggers re-created by a replay after a crash and found already on the trigger topic (not produced again)")

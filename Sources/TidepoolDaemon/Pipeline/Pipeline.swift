@@ -32,6 +32,8 @@ public final class Pipeline: RebalanceListener {
     private var writer: CheckpointWriter?
     /// Next input offset per partition that the in-memory state reflects.
     private var nextOffsets: [PartitionID: Int64] = [:]
+    /// Engine counters of partitions this member released (see `dropState`).
+    private var retiredCounters: [PartitionID: PartitionCounters] = [:]
     private var lastCheckpointNs: UInt64 = 0
     private var fatalError: String?
     private let systemd: SystemdNotifier
@@ -527,6 +529,11 @@ public final class Pipeline: RebalanceListener {
     private func publish() {
         counters.customers = engine.customerCount
         counters.segmentSizes = engine.segmentSizes
+        for (p, ps) in engine.partitions {
+            var c = retiredCounters[p] ?? PartitionCounters()
+            c.add(PartitionCounters(ps.stats))
+            counters.partitionCounters[p.description] = c
+        }
         counters.assignedPartitions = consumer?.assignment.count ?? 0
         let now = WallClock.monotonicNs()
         if let consumer, now - lastLagNs >= 1_000_000_000 {
@@ -598,6 +605,9 @@ public final class Pipeline: RebalanceListener {
             let p = PartitionID(topic: tp.topic, partition: tp.partition)
             idle.remove(p)
             nextOffsets[p] = nil
+            // The engine's counters restart with the partition's state; keep what they had so the
+            // published counters never go backwards in this process.
+            if let stats = engine.stats(p) { retiredCounters[p, default: PartitionCounters()].add(PartitionCounters(stats)) }
             engine.release(p)
             counters.positions[p.description] = nil
             counters.partitionsAtEOF.remove(p.description)
