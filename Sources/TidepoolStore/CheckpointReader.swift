@@ -13,7 +13,8 @@ public final class CheckpointReader {
             conn = try SQLiteConnection(path: path, readOnly: true)
             let format = try conn.scalarText("SELECT value FROM meta WHERE key = 'format_version'")
             guard format == CheckpointStore.formatVersion else {
-                throw CheckpointError(message: "\(path): checkpoint format \(format ?? "none"), this build reads format \(CheckpointStore.formatVersion)")
+                let hint = format == "1" ? " (the daemon migrates a format 1 file when it starts; this reader never writes)" : ""
+                throw CheckpointError(message: "\(path): checkpoint format \(format ?? "none"), this build reads format \(CheckpointStore.formatVersion)\(hint)")
             }
         } catch let e as SQLiteError {
             throw CheckpointError(message: "\(path): not a usable checkpoint: \(e.message)")
@@ -23,9 +24,10 @@ public final class CheckpointReader {
     /// Where the customer's state is and the partition row it belongs to, or nil.
     public func find(_ customerID: String) throws -> (PartitionCheckpoint, [UInt8])? {
         let s = try conn.prepare("""
-            SELECT c.topic, c.partition, c.state, p.next_offset, p.max_event_time, p.stream_time
-            FROM customers c JOIN partitions p ON p.topic = c.topic AND p.partition = c.partition
-            WHERE c.customer_id = ? LIMIT 1
+            SELECT p.topic, p.partition, c.state, p.next_offset, p.max_event_time, p.stream_time
+            FROM partition_ids i JOIN customers c ON c.pid = i.pid AND c.customer_id = ?
+            JOIN partitions p ON p.topic = i.topic AND p.partition = i.partition
+            LIMIT 1
             """)
         s.bind(1, customerID)
         guard try s.step() else { return nil }
@@ -38,7 +40,8 @@ public final class CheckpointReader {
     public func partitionSizes() throws -> [(PartitionCheckpoint, Int)] {
         let s = try conn.prepare("""
             SELECT p.topic, p.partition, p.next_offset, p.max_event_time, p.stream_time,
-                   (SELECT count(*) FROM customers c WHERE c.topic = p.topic AND c.partition = p.partition)
+                   (SELECT count(*) FROM customers c JOIN partition_ids i ON c.pid = i.pid
+                    WHERE i.topic = p.topic AND i.partition = p.partition)
             FROM partitions p ORDER BY p.topic, p.partition
             """)
         var out: [(PartitionCheckpoint, Int)] = []

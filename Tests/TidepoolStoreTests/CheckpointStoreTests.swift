@@ -124,8 +124,106 @@ final class CheckpointStoreTests: XCTestCase {
         let c = try SQLiteConnection(path: other)
         try c.exec("UPDATE meta SET value = '99' WHERE key = 'format_version'")
         XCTAssertThrowsError(try CheckpointStore(path: other, configVersion: "v1")) { e in
-            XCTAssertEqual("\(e)", "\(other): checkpoint format 99, this build reads format 1")
+            XCTAssertEqual("\(e)", "\(other): checkpoint format 99, this build reads formats 1 and 2")
         }
+    }
+
+    /// A checkpoint larger than one encoder chunk goes through the helper thread: every row
+    /// arrives, in key order, and a second, partial checkpoint overwrites only its customers.
+    func testLargeCheckpointRoundTripsThroughTheEncoderThread() throws {
+        let path = dir.appendingPathComponent("large.sqlite").path
+        let store = try CheckpointStore(path: path, configVersion: "v1")
+        let e = try makeEngine()
+        let ps = (0..<2).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
+        for k in 0..<12_000 {
+            let ev = TouchpointEvent(eventID: "e\(k)", customerID: "c\(k % 9_000)", type: k % 5 == 0 ? .purchase : .pageView,
+                                     channel: "app", timestampMs: t0 + Int64(k) * 1000,
+                                     amount: k % 5 == 0 ? Money(major: 20) : nil, currency: k % 5 == 0 ? "CNY" : nil)
+            e.apply(ev, partition: ps[k % 9_000 % 2]) { _ in }
+        }
+        XCTAssertGreaterThan(e.dirtyCount, 2 * ChunkedEncoder.chunkRows)
+        try store.write(ps.compactMap { e.takeCheckpoint($0) }.map { ($0, nextOffset: Int64(1)) })
+        for k in 0..<3_000 {  // some customers change again
+            e.apply(TouchpointEvent(eventID: "f\(k)", customerID: "c\(k * 3)", type: .addToCart, channel: "wecom",
+                                    timestampMs: t0 + 20_000_000 + Int64(k)), partition: ps[k * 3 % 2]) { _ in }
+        }
+        try store.write(ps.compactMap { e.takeCheckpoint($0) }.map { ($0, nextOffset: Int64(2)) })
+        let restored = try makeEngine()
+        for p in ps { XCTAssertEqual(try store.restore(p, into: restored)?.nextOffset, 2) }
+        XCTAssertEqual(restored.customerCount, 9_000)
+        XCTAssertEqual(encodedStates(restored), encodedStates(e))
+    }
+
+    /// The encoder thread stops when the consumer fails, and `run` returns only after it has.
+    func testChunkedEncoderStopsItsHelperWhenTheConsumerThrows() {
+        struct Stop: Error {}
+        final class Count: @unchecked Sendable { var encoded = 0 }
+        let count = Count()
+        var consumed: [Int] = []
+        XCTAssertThrowsError(try ChunkedEncoder.run(count: 50_000, key: { "id\($0)" }, encode: { k, scratch in
+            count.encoded += 1
+            if scratch.count < 8 { scratch = [UInt8](repeating: 0, count: 8) }
+            withUnsafeBytes(of: UInt64(k).littleEndian) { for i in 0..<8 { scratch[i] = $0[i] } }
+            return 8
+        }, consume: { k, key, bytes in
+            XCTAssertEqual(String(decoding: key, as: UTF8.self), "id\(k)")
+            XCTAssertEqual(bytes.count, 8)
+            XCTAssertEqual(bytes.loadUnaligned(as: UInt64.self), UInt64(k))
+            if k == 5_000 { throw Stop() }
+            consumed.append(k)
+        }))
+        XCTAssertEqual(consumed, Array(0..<5_000), "rows arrive in order, each once")
+        let atReturn = count.encoded
+        // At most the failing chunk and the one after it were encoded; the helper is finished.
+        XCTAssertLessThanOrEqual(atReturn, (5_000 / ChunkedEncoder.chunkRows + 2) * ChunkedEncoder.chunkRows)
+        XCTAssertEqual(count.encoded, atReturn)
+    }
+
+    /// A format 1 file (customer rows keyed by topic, partition and id) is migrated in place when
+    /// opened, and restores the same state.
+    func testFormat1FileIsMigratedWhenOpened() throws {
+        let path = dir.appendingPathComponent("v1.sqlite").path
+        let e = try makeEngine()
+        for (p, ev) in stream(1500) { e.apply(ev, partition: p) { _ in } }
+        do {
+            let c = try SQLiteConnection(path: path)
+            try c.exec("""
+                PRAGMA journal_mode=WAL;
+                CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                CREATE TABLE partitions(topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                    next_offset INTEGER NOT NULL, max_event_time INTEGER NOT NULL, stream_time INTEGER NOT NULL,
+                    PRIMARY KEY(topic, partition)) WITHOUT ROWID;
+                CREATE TABLE customers(topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                    customer_id TEXT NOT NULL, state BLOB NOT NULL,
+                    PRIMARY KEY(topic, partition, customer_id)) WITHOUT ROWID;
+                INSERT INTO meta VALUES('format_version', '1');
+                """)
+            let part = try c.prepare("INSERT INTO partitions VALUES(?, ?, ?, ?, ?)")
+            let row = try c.prepare("INSERT INTO customers VALUES(?, ?, ?, ?)")
+            for (p, ps) in e.partitions {
+                part.reset()
+                part.bind(1, p.topic); part.bind(2, Int64(p.partition)); part.bind(3, Int64(40 + p.partition))
+                part.bind(4, ps.maxEventTimeMs); part.bind(5, ps.streamTimeMs)
+                try part.run()
+                for slot in ps.customers.indices where ps.customers[slot].live {
+                    row.reset()
+                    row.bind(1, p.topic); row.bind(2, Int64(p.partition)); row.bind(3, ps.ids[slot])
+                    row.bind(4, CustomerRecordCodec.encode(ps.customers[slot]))
+                    try row.run()
+                }
+            }
+        }
+        XCTAssertThrowsError(try CheckpointReader(path: path)) { err in
+            XCTAssertTrue("\(err)".contains("migrates a format 1 file"), "\(err)")
+        }
+        let store = try CheckpointStore(path: path, configVersion: "v1")
+        let restored = try makeEngine()
+        for p in e.partitions.keys { XCTAssertEqual(try store.restore(p, into: restored)?.nextOffset, Int64(40 + p.partition)) }
+        XCTAssertEqual(encodedStates(restored), encodedStates(e))
+        let reader = try CheckpointReader(path: path)
+        XCTAssertEqual(try reader.partitionSizes().reduce(0) { $0 + $1.1 }, e.customerCount)
+        let someone = e.partitions.values.first!.ids.first { !$0.isEmpty }!
+        XCTAssertNotNil(try reader.find(someone))
     }
 
     /// The commit leaves the checkpoint in the WAL (no automatic WAL checkpoint inside it);
