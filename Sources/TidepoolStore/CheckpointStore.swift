@@ -347,15 +347,53 @@ public final class CheckpointStore {
     public func restore(_ p: PartitionID, into engine: Engine,
                         policy: ReloadPolicy = .emit) throws -> (nextOffset: Int64, rulesChanged: ReconfigureReport?)? {
         guard let cp = try partition(p) else { return nil }
-        let rows = try customers(p)
         let erasedRows = try erased(p)
-        do {
-            let report = try engine.restore(p, maxEventTimeMs: cp.maxEventTimeMs, streamTimeMs: cp.streamTimeMs,
-                                            stats: PartitionStats(), customers: rows, erased: erasedRows,
-                                            storedSegments: try storedSegments(p), policy: policy)
-            return (cp.nextOffset, report)
-        } catch {
-            throw CheckpointError(message: "\(path): customer state of \(p) cannot be read: \(error)")
+        let stored = try storedSegments(p)
+        var count = 0
+        if let pid = pids[p] {
+            let n = try conn.prepare("SELECT count(*) FROM customers WHERE pid = ?")
+            n.bind(1, pid)
+            if try n.step() { count = Int(n.int64(0)) }
         }
+        var restoring = engine.beginRestore(maxEventTimeMs: cp.maxEventTimeMs, streamTimeMs: cp.streamTimeMs,
+                                            stats: PartitionStats(), customerCount: count, erased: erasedRows)
+        if let pid = pids[p] {
+            // Rows are read and decoded on a helper thread, a chunk ahead of the engine taking them.
+            let rows = try conn.prepare("SELECT customer_id, state FROM customers WHERE pid = ?")
+            rows.bind(1, pid)
+            // Stepping a finished statement would run it again from the start.
+            var exhausted = false
+            do {
+                try HelperThread.run((DecodedChunk(), DecodedChunk()), produce: { chunk in
+                    chunk.ids.removeAll(keepingCapacity: true)
+                    chunk.records.removeAll(keepingCapacity: true)
+                    while !exhausted && chunk.ids.count < ChunkedEncoder.chunkRows {
+                        guard try rows.step() else {
+                            exhausted = true
+                            break
+                        }
+                        let id = rows.text(0)
+                        do {
+                            chunk.records.append(try CustomerRecordCodec.decode(rows.blobBytes(1)))
+                        } catch {
+                            throw CheckpointError(message: "\(self.path): customer state of \(p) cannot be read: customer \(id): \(error)")
+                        }
+                        chunk.ids.append(id)
+                    }
+                    return !chunk.ids.isEmpty
+                }, consume: { chunk in
+                    for i in chunk.ids.indices { engine.add(chunk.ids[i], chunk.records[i], to: &restoring) }
+                })
+            } catch let e as SQLiteError {
+                throw CheckpointError(message: "\(path): customer state of \(p) cannot be read: \(e.message)")
+            }
+        }
+        let report = engine.finishRestore(p, restoring, storedSegments: stored, policy: policy)
+        return (cp.nextOffset, report)
+    }
+
+    final class DecodedChunk {
+        var ids: [String] = []
+        var records: [CustomerRecord] = []
     }
 }

@@ -111,6 +111,12 @@ final class SQLiteConnection {
             guard let p = sqlite3_column_text(stmt, col) else { return "" }
             return String(cString: p)
         }
+        /// The column's bytes in place: valid until the next step or reset.
+        func blobBytes(_ col: Int32) -> UnsafeRawBufferPointer {
+            let n = Int(sqlite3_column_bytes(stmt, col))
+            guard n > 0, let p = sqlite3_column_blob(stmt, col) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+            return UnsafeRawBufferPointer(start: p, count: n)
+        }
         func blob(_ col: Int32) -> [UInt8] {
             let n = Int(sqlite3_column_bytes(stmt, col))
             guard n > 0, let p = sqlite3_column_blob(stmt, col) else { return [] }

@@ -154,6 +154,27 @@ final class CheckpointStoreTests: XCTestCase {
         XCTAssertEqual(encodedStates(restored), encodedStates(e))
     }
 
+    /// A row that does not decode (restored on the helper thread) fails the restore with the
+    /// partition and the customer named, and leaves the partition out of the engine.
+    func testUnreadableCustomerRowFailsTheRestoreWithItsName() throws {
+        let path = dir.appendingPathComponent("bad-row.sqlite").path
+        let store = try CheckpointStore(path: path, configVersion: "v1")
+        let e = try makeEngine()
+        let p = PartitionID(topic: "touchpoints", partition: 0)
+        for k in 0..<5_000 {
+            e.apply(TouchpointEvent(eventID: "e\(k)", customerID: "c\(k)", type: .pageView, channel: "app",
+                                    timestampMs: t0 + Int64(k)), partition: p) { _ in }
+        }
+        try store.write([(try XCTUnwrap(e.takeCheckpoint(p)), nextOffset: 9)])
+        let c = try SQLiteConnection(path: path)
+        try c.exec("UPDATE customers SET state = x'0300' WHERE customer_id = 'c4321'")
+        let restored = try makeEngine()
+        XCTAssertThrowsError(try store.restore(p, into: restored)) { err in
+            XCTAssertTrue("\(err)".contains("customer state of touchpoints[0] cannot be read: customer c4321:"), "\(err)")
+        }
+        XCTAssertNil(restored.partitions[p])
+    }
+
     /// The encoder thread stops when the consumer fails, and `run` returns only after it has.
     func testChunkedEncoderStopsItsHelperWhenTheConsumerThrows() {
         struct Stop: Error {}

@@ -80,27 +80,58 @@ extension Engine {
                         customers: [(String, [UInt8])], erased: [UInt64: Int64] = [:],
                         storedSegments: [(name: String, rule: String)]? = nil,
                         policy: ReloadPolicy = .emit) throws(CustomerRecordCodec.DecodeError) -> ReconfigureReport? {
+        var b = beginRestore(maxEventTimeMs: maxEventTimeMs, streamTimeMs: streamTimeMs, stats: stats,
+                             customerCount: customers.count, erased: erased)
+        for (id, blob) in customers { add(id, try CustomerRecordCodec.decode(blob), to: &b) }
+        return finishRestore(p, b, storedSegments: storedSegments, policy: policy)
+    }
+
+    /// A partition being restored customer by customer (`beginRestore`, `add`, `finishRestore`):
+    /// the checkpoint store decodes rows on a helper thread and hands them over in chunks.
+    public struct RestoringPartition {
         var ps = PartitionState()
-        ps.erased = erased
-        ps.maxEventTimeMs = maxEventTimeMs
-        ps.streamTimeMs = streamTimeMs
-        ps.stats = stats
-        ps.customers.reserveCapacity(customers.count)
-        ps.ids.reserveCapacity(customers.count)
-        ps.index.reserveCapacity(customers.count)
-        var sizes = [Int](repeating: 0, count: config.segments.segments.count)
-        for (id, blob) in customers {
-            var r = try CustomerRecordCodec.decode(blob)
-            let slot = ps.customers.count
-            r.scheduledMs = .max
-            r.idHash = StableHash.hash64(id)
-            ps.customers.append(r)
-            ps.ids.append(id)
-            ps.index.insert(hash: r.idHash, slot: Int32(slot))
-            for i in sizes.indices where r.memberships & (1 << UInt64(i)) != 0 { sizes[i] += 1 }
-            if r.dueMs != .max { schedule(&ps, slot: slot, r.dueMs) }
+        var sizes: [Int]
+    }
+
+    public func beginRestore(maxEventTimeMs: Int64, streamTimeMs: Int64, stats: PartitionStats, customerCount: Int,
+                             erased: [UInt64: Int64] = [:]) -> RestoringPartition {
+        var b = RestoringPartition(sizes: [Int](repeating: 0, count: config.segments.segments.count))
+        b.ps.erased = erased
+        b.ps.maxEventTimeMs = maxEventTimeMs
+        b.ps.streamTimeMs = streamTimeMs
+        b.ps.stats = stats
+        b.ps.customers.reserveCapacity(customerCount)
+        b.ps.ids.reserveCapacity(customerCount)
+        b.ps.index.reserveCapacity(customerCount)
+        return b
+    }
+
+    /// One restored customer; its timer is re-armed from its due instant.
+    public func add(_ id: String, _ record: CustomerRecord, to b: inout RestoringPartition) {
+        var r = record
+        let slot = b.ps.customers.count
+        r.scheduledMs = .max
+        r.idHash = StableHash.hash64(id)
+        let bits = r.memberships, due = r.dueMs
+        b.ps.index.insert(hash: r.idHash, slot: Int32(slot))
+        b.ps.customers.append(r)
+        b.ps.ids.append(id)
+        var rest = bits
+        while rest != 0 {
+            let i = rest.trailingZeroBitCount
+            rest &= rest - 1
+            if i < b.sizes.count { b.sizes[i] += 1 }
         }
-        ps.stats.segmentSizes = sizes
+        if due != .max { schedule(&b.ps, slot: slot, due) }
+    }
+
+    /// Installs the restored partition. When the checkpoint was written under other segment rules
+    /// (`storedSegments`), memberships are adopted as described at `restore`.
+    @discardableResult
+    public func finishRestore(_ p: PartitionID, _ b: RestoringPartition, storedSegments: [(name: String, rule: String)]? = nil,
+                              policy: ReloadPolicy = .emit) -> ReconfigureReport? {
+        var ps = b.ps
+        ps.stats.segmentSizes = b.sizes
         var report: ReconfigureReport? = nil
         let current = config.segments.segments
         if let stored = storedSegments,
