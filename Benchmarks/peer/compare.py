@@ -276,7 +276,7 @@ def run_latency(bootstrap, rate, seconds, tmp, live):
     while end is None or time.time() < end:
         if stop.is_set() and end is None:
             end = time.time() + 3
-        for m in c.consume(1000, 0.05):
+        for m in c.consume(1000, 0.005):
             if m.error() is None and m.value():
                 got = time.time() * 1000
                 d = json.loads(m.value())
