@@ -44,13 +44,13 @@ public enum PrometheusExposition {
         // The engine's counters, per input partition.
         let perPartition = c.partitionCounters.sorted { $0.key < $1.key }.map { (split($0.key), $0.value) }
         for (name, help, value) in [
-            ("tidepool_events_applied_total", "Events applied to customer state", \PartitionCounters.applied),
+            ("tidepool_events_applied_total", "Events applied to customer state", \PartitionStats.applied),
             ("tidepool_duplicate_events_total", "Events whose event_id was already applied within the dedupe horizon (applied once)", \.duplicates),
             ("tidepool_late_events_total", "Events older than the partition's stream time on arrival: applied to totals and open windows, no retroactive transitions", \.late),
             ("tidepool_timers_fired_total", "Customer timers fired by stream time (membership flips, due campaign episodes, evictions)", \.timersFired),
             ("tidepool_customers_evicted_total", "Customers removed after the idle retention", \.evicted),
             ("tidepool_events_dropped_after_erasure_total", "Events of erased customers dated at or before the erasure (a replay), dropped", \.droppedAfterErasure),
-        ] as [(String, String, KeyPath<PartitionCounters, Int64>)] {
+        ] as [(String, String, KeyPath<PartitionStats, Int64>)] {
             w.family(name, "counter", help + ", by input partition")
             for ((topic, partition), v) in perPartition { w.sample(name, [("topic", topic), ("partition", partition)], Double(v[keyPath: value])) }
         }

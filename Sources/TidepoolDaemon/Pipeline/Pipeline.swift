@@ -33,7 +33,7 @@ public final class Pipeline: RebalanceListener {
     /// Next input offset per partition that the in-memory state reflects.
     private var nextOffsets: [PartitionID: Int64] = [:]
     /// Engine counters of partitions this member released (see `dropState`).
-    private var retiredCounters: [PartitionID: PartitionCounters] = [:]
+    private var retiredCounters: [PartitionID: PartitionStats] = [:]
     private var lastCheckpointNs: UInt64 = 0
     private var fatalError: String?
     private let systemd: SystemdNotifier
@@ -530,8 +530,8 @@ public final class Pipeline: RebalanceListener {
         counters.customers = engine.customerCount
         counters.segmentSizes = engine.segmentSizes
         for (p, ps) in engine.partitions {
-            var c = retiredCounters[p] ?? PartitionCounters()
-            c.add(PartitionCounters(ps.stats))
+            var c = retiredCounters[p] ?? PartitionStats()
+            c.addCounters(ps.stats)
             counters.partitionCounters[p.description] = c
         }
         counters.assignedPartitions = consumer?.assignment.count ?? 0
@@ -607,7 +607,7 @@ public final class Pipeline: RebalanceListener {
             nextOffsets[p] = nil
             // The engine's counters restart with the partition's state; keep what they had so the
             // published counters never go backwards in this process.
-            if let stats = engine.stats(p) { retiredCounters[p, default: PartitionCounters()].add(PartitionCounters(stats)) }
+            if let stats = engine.stats(p) { retiredCounters[p, default: PartitionStats()].addCounters(stats) }
             engine.release(p)
             counters.positions[p.description] = nil
             counters.partitionsAtEOF.remove(p.description)

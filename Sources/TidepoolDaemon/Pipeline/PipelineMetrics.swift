@@ -59,7 +59,8 @@ public struct PipelineCounters: Sendable, Equatable {
     /// The engine's own counters per input partition ("topic[p]"), since this process started. A
     /// partition this member no longer owns keeps its last values, and one that comes back
     /// continues from them.
-    public var partitionCounters: [String: PartitionCounters] = [:]
+    /// (`segmentSizes` is left empty here: sizes are in `segmentSizes` above.)
+    public var partitionCounters: [String: PartitionStats] = [:]
 
     public init() {}
 
@@ -81,32 +82,10 @@ public struct PipelineCounters: Sendable, Equatable {
     }
 }
 
-/// What the engine counted for one partition (see `PartitionStats`).
-public struct PartitionCounters: Sendable, Equatable {
-    public var applied: Int64 = 0
-    public var duplicates: Int64 = 0
-    public var late: Int64 = 0
-    public var timersFired: Int64 = 0
-    public var evicted: Int64 = 0
-    public var droppedAfterErasure: Int64 = 0
-    public init() {}
-    public init(_ s: PartitionStats) {
-        (applied, duplicates, late, timersFired, evicted, droppedAfterErasure) =
-            (s.applied, s.duplicates, s.late, s.timersFired, s.evicted, s.droppedAfterErasure)
-    }
-}
-
-extension PartitionCounters {
-    public mutating func add(_ c: PartitionCounters) {
-        applied += c.applied; duplicates += c.duplicates; late += c.late
-        timersFired += c.timersFired; evicted += c.evicted; droppedAfterErasure += c.droppedAfterErasure
-    }
-}
-
 extension PipelineCounters {
     /// Engine counters summed over every partition seen.
-    public var partitionTotals: PartitionCounters {
-        partitionCounters.values.reduce(into: PartitionCounters()) { $0.add($1) }
+    public var partitionTotals: PartitionStats {
+        partitionCounters.values.reduce(into: PartitionStats()) { $0.addCounters($1) }
     }
 }
 

@@ -137,6 +137,12 @@ public struct PartitionStats: Sendable, Equatable {
     /// Members per segment (indexed like the SegmentSet).
     public var segmentSizes: [Int] = []
     public init() {}
+
+    /// Adds another period's counters; `segmentSizes` (a gauge, not a counter) stays as it is.
+    public mutating func addCounters(_ o: PartitionStats) {
+        applied += o.applied; duplicates += o.duplicates; late += o.late; timersFired += o.timersFired
+        transitions += o.transitions; evicted += o.evicted; erased += o.erased; droppedAfterErasure += o.droppedAfterErasure
+    }
 }
 
 /// The state of one partition: its customers, stream time and timers.
