@@ -99,55 +99,59 @@ enum ChunkedEncoder {
         var bytes: [UInt8] = []
         /// Per row: where its key ends and where its bytes end.
         var ends: [Int] = []
+
+        func fill(_ range: Range<Int>, key: (Int) -> String, encode: (Int, inout [UInt8]) -> Int, scratch: inout [UInt8]) {
+            bytes.removeAll(keepingCapacity: true)
+            ends.removeAll(keepingCapacity: true)
+            for k in range {
+                bytes.append(contentsOf: key(k).utf8)
+                ends.append(bytes.count)
+                let n = encode(k, &scratch)
+                bytes.append(contentsOf: scratch[0..<n])
+                ends.append(bytes.count)
+            }
+        }
+
+        func withRows<R>(_ body: (Rows) throws -> R) rethrows -> R {
+            try bytes.withUnsafeBytes { raw in try ends.withUnsafeBufferPointer { ends in try body(Rows(raw: raw, ends: ends)) } }
+        }
+    }
+
+    /// The rows of one chunk, valid during the `consume` call that receives them.
+    struct Rows {
+        let raw: UnsafeRawBufferPointer
+        let ends: UnsafeBufferPointer<Int>
+        var count: Int { ends.count / 2 }
+        func key(_ i: Int) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(rebasing: raw[(i == 0 ? 0 : ends[2 * i - 1])..<ends[2 * i]])
+        }
+        func value(_ i: Int) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(rebasing: raw[ends[2 * i]..<ends[2 * i + 1]])
+        }
     }
 
     /// `encode(k, &scratch)` writes row k's bytes at the start of `scratch` (growing it when
-    /// needed) and returns their count; `consume(k, key, bytes)` receives the rows in order
-    /// 0..<count, each with the UTF-8 of `key(k)` (copied by the helper, so that the consumer
+    /// needed) and returns their count. `consume` receives the rows 0..<count in order, a chunk at
+    /// a time, each row with the UTF-8 of `key(k)` (copied by the helper, so that the consumer
     /// reads nothing but the chunk, in order).
     static func run(count: Int, key: @escaping (Int) -> String, encode: @escaping (Int, inout [UInt8]) -> Int,
-                    consume: (Int, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
+                    consume: (Rows) throws -> Void) throws {
         guard count > 0 else { return }
         var scratch: [UInt8] = []
         if count <= chunkRows {
             // One chunk: a thread handover would only add latency.
-            for k in 0..<count {
-                let n = encode(k, &scratch)
-                var id = key(k)
-                try id.withUTF8 { idBytes in
-                    try scratch.withUnsafeBytes { try consume(k, UnsafeRawBufferPointer(idBytes), UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-                }
-            }
+            let chunk = Chunk()
+            chunk.fill(0..<count, key: key, encode: encode, scratch: &scratch)
+            try chunk.withRows(consume)
             return
         }
-        var next = 0, consumed = 0
+        var next = 0
         try HelperThread.run((Chunk(), Chunk()), produce: { b in
             guard next < count else { return false }
-            b.bytes.removeAll(keepingCapacity: true)
-            b.ends.removeAll(keepingCapacity: true)
             let end = min(count, next + chunkRows)
-            defer { next = end }
-            for k in next..<end {
-                b.bytes.append(contentsOf: key(k).utf8)
-                b.ends.append(b.bytes.count)
-                let n = encode(k, &scratch)
-                b.bytes.append(contentsOf: scratch[0..<n])
-                b.ends.append(b.bytes.count)
-            }
+            b.fill(next..<end, key: key, encode: encode, scratch: &scratch)
+            next = end
             return true
-        }, consume: { b in
-            try b.bytes.withUnsafeBytes { raw in
-                try b.ends.withUnsafeBufferPointer { ends in
-                    var start = 0
-                    for i in 0..<(ends.count / 2) {
-                        let keyEnd = ends[2 * i], end = ends[2 * i + 1]
-                        try consume(consumed, UnsafeRawBufferPointer(rebasing: raw[start..<keyEnd]),
-                                    UnsafeRawBufferPointer(rebasing: raw[keyEnd..<end]))
-                        consumed += 1
-                        start = end
-                    }
-                }
-            }
-        })
+        }, consume: { b in try b.withRows(consume) })
     }
 }

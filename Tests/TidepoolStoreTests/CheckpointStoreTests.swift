@@ -186,12 +186,15 @@ final class CheckpointStoreTests: XCTestCase {
             if scratch.count < 8 { scratch = [UInt8](repeating: 0, count: 8) }
             withUnsafeBytes(of: UInt64(k).littleEndian) { for i in 0..<8 { scratch[i] = $0[i] } }
             return 8
-        }, consume: { k, key, bytes in
-            XCTAssertEqual(String(decoding: key, as: UTF8.self), "id\(k)")
-            XCTAssertEqual(bytes.count, 8)
-            XCTAssertEqual(bytes.loadUnaligned(as: UInt64.self), UInt64(k))
-            if k == 5_000 { throw Stop() }
-            consumed.append(k)
+        }, consume: { rows in
+            for i in 0..<rows.count {
+                let k = consumed.count
+                XCTAssertEqual(String(decoding: rows.key(i), as: UTF8.self), "id\(k)")
+                XCTAssertEqual(rows.value(i).count, 8)
+                XCTAssertEqual(rows.value(i).loadUnaligned(as: UInt64.self), UInt64(k))
+                if k == 5_000 { throw Stop() }
+                consumed.append(k)
+            }
         }))
         XCTAssertEqual(consumed, Array(0..<5_000), "rows arrive in order, each once")
         let atReturn = count.encoded
