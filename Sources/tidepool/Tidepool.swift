@@ -196,6 +196,7 @@ struct Demo: ParsableCommand {
     @Option(help: "Live phase: seconds of production (0: history only).") var seconds = 10
     @Option(help: "Partitions per topic (the mock keeps ~5 MiB per partition).") var partitions: Int32 = 32
     @Option(help: "Share of malformed records (0...1).") var malformed = 0.01
+    @Option(help: "Share of records delivered twice, as a producer retry does (0...1); each is applied once.") var redelivered = 0.005
     @Option(help: "Random seed.") var seed: UInt64 = 42
     @Option(help: "Log level for the pipeline's own log lines.") var logLevel = "warning"
 
@@ -207,6 +208,7 @@ struct Demo: ParsableCommand {
         o.seconds = seconds
         o.partitions = partitions
         o.malformedShare = malformed
+        o.redeliveryShare = redelivered
         o.seed = seed
         o.history = history
         o.historyDays = historyDays

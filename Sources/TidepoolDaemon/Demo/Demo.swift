@@ -24,6 +24,8 @@ public struct Demo {
         public var seconds = 10
         public var partitions: Int32 = 32
         public var malformedShare = 0.01
+        /// Share of records that deliver the previous valid record again (a producer retry).
+        public var redeliveryShare = 0.005
         public var seed: UInt64 = 42
         public init() {}
     }
@@ -32,6 +34,8 @@ public struct Demo {
         public var produced: Int64
         public var history: Int64
         public var expectedDeadLetters: [DeadLetterReason: Int64]
+        /// Records the generator delivered twice (each must count as one duplicate).
+        public var redelivered: Int64
         public var counters: PipelineCounters
         public var triggerTopicRecords: Int64
         public var deadLetterTopicRecords: Int64
@@ -69,12 +73,15 @@ public struct Demo {
         let worker = PipelineThread(pipeline)
         var producer: KafkaProducer! = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "20"]) { _ in }
         var gen = TouchpointGenerator(customers: options.customers, malformedShare: options.malformedShare, seed: options.seed)
+        gen.redeliveryShare = options.redeliveryShare
         var expected: [DeadLetterReason: Int64] = [:]
+        var redelivered: Int64 = 0
         var produced: Int64 = 0
         func produceOne(at eventTime: Int64) throws {
             let r = gen.next(nowMs: eventTime)
             try producer.produce(topic: input, key: r.key, value: r.value)
             if let reason = r.expectedRejection { expected[reason, default: 0] += 1 }
+            if r.isRedelivery { redelivered += 1 }
             produced += 1
         }
 
@@ -178,7 +185,7 @@ public struct Demo {
         counters.segmentSizes = segmentsBeforeStop
         let campaigns = ExampleCampaigns.definitions.map(\.name)
             + (config.firstPurchase.enabled ? [config.firstPurchase.campaign] : [])
-        return Summary(produced: produced, history: history, expectedDeadLetters: expected, counters: counters,
+        return Summary(produced: produced, history: history, expectedDeadLetters: expected, redelivered: redelivered, counters: counters,
                        triggerTopicRecords: triggerRecords, deadLetterTopicRecords: deadLetterRecords, seconds: seconds,
                        drainRate: drainRate, campaigns: campaigns)
     }
@@ -211,7 +218,7 @@ public struct Demo {
             lines.append("    \(name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(c.segmentSizes[name] ?? 0) (\(c.segmentTransitions[name] ?? 0))")
         }
         let e = c.partitionTotals
-        lines.append("  engine                \(e.applied) applied, \(e.duplicates) duplicates, \(e.late) late, \(e.timersFired) timers fired, \(e.evicted) evicted")
+        lines.append("  engine                \(e.applied) applied, \(e.duplicates) duplicates (\(s.redelivered) redelivered by the generator), \(e.late) late, \(e.timersFired) timers fired, \(e.evicted) evicted")
         lines.append("  campaigns (sent / held out / capped / suppressed / cancelled / deferred):")
         for camp in s.campaigns {
             let n = TriggerOutcome.allCases.map { String(c.decisions(camp, $0)) }.joined(separator: " / ")

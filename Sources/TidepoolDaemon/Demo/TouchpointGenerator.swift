@@ -12,12 +12,17 @@ public struct TouchpointGenerator {
         /// Customer of a valid record.
         public var customerID: String?
         public var type: EventType?
+        /// A second delivery of the previous valid record (a producer retry): applied once.
+        public var isRedelivery = false
     }
 
     public var customers: Int
     public var malformedShare: Double
+    /// Share of records that deliver the previous valid record again, as a producer retry does.
+    public var redeliveryShare = 0.0
     private var rng: SplitMix
     private var counter: Int = 0
+    private var lastValid: Record?
 
     static let owned = ["website", "app", "mini_program", "wechat_oa", "wecom", "sms", "email"]
     static let platforms = ["tmall", "jd", "douyin"]
@@ -39,6 +44,11 @@ public struct TouchpointGenerator {
     public mutating func next(nowMs: Int64) -> Record {
         counter += 1
         if rng.unit() < malformedShare { return malformed(nowMs: nowMs) }
+        if redeliveryShare > 0, rng.unit() < redeliveryShare, var again = lastValid {
+            again.isRedelivery = true
+            lastValid = nil  // one retry per record
+            return again
+        }
         // Skew: a quarter of customers make most of the traffic.
         let c = rng.unit() < 0.7 ? Int(rng.next() % UInt64(max(1, customers / 4))) : Int(rng.next() % UInt64(customers))
         let cid = Self.customerID(c)
@@ -59,7 +69,9 @@ public struct TouchpointGenerator {
             json += #","identities":{"wechat_unionid":"u\#(c)","phone":"+86138\#(String(c % 100_000_000))"}"#
         }
         json += "}"
-        return Record(key: Array(cid.utf8), value: Array(json.utf8), expectedRejection: nil, customerID: cid, type: type)
+        let record = Record(key: Array(cid.utf8), value: Array(json.utf8), expectedRejection: nil, customerID: cid, type: type)
+        lastValid = record
+        return record
     }
 
     static let totalWeight = mix.reduce(0) { $0 + $1.1 }
