@@ -117,10 +117,6 @@ final class SQLiteConnection {
             guard n > 0, let p = sqlite3_column_blob(stmt, col) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
             return UnsafeRawBufferPointer(start: p, count: n)
         }
-        func blob(_ col: Int32) -> [UInt8] {
-            let n = Int(sqlite3_column_bytes(stmt, col))
-            guard n > 0, let p = sqlite3_column_blob(stmt, col) else { return [] }
-            return Array(UnsafeRawBufferPointer(start: p, count: n))
-        }
+        func blob(_ col: Int32) -> [UInt8] { Array(blobBytes(col)) }
     }
 }

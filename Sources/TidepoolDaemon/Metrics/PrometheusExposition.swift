@@ -42,7 +42,8 @@ public enum PrometheusExposition {
             w.sample("tidepool_campaign_decisions_total", [("campaign", camp), ("outcome", "deferred")], Double(n))
         }
         // The engine's counters, per input partition.
-        let perPartition = c.partitionCounters.sorted { $0.key < $1.key }.map { (split($0.key), $0.value) }
+        let perPartition = c.partitionCounters.sorted { ($0.key.topic, $0.key.partition) < ($1.key.topic, $1.key.partition) }
+            .map { (($0.key.topic, String($0.key.partition)), $0.value) }
         for (name, help, value) in [
             ("tidepool_events_applied_total", "Events applied to customer state", \PartitionStats.applied),
             ("tidepool_duplicate_events_total", "Events whose event_id was already applied within the dedupe horizon (applied once)", \.duplicates),

@@ -532,7 +532,7 @@ public final class Pipeline: RebalanceListener {
         for (p, ps) in engine.partitions {
             var c = retiredCounters[p] ?? PartitionStats()
             c.addCounters(ps.stats)
-            counters.partitionCounters[p.description] = c
+            counters.partitionCounters[p] = c
         }
         counters.assignedPartitions = consumer?.assignment.count ?? 0
         let now = WallClock.monotonicNs()

@@ -56,11 +56,11 @@ public struct PipelineCounters: Sendable, Equatable {
     public var reloadsRejected: Int64 = 0
     /// Version (hash) of the segments and campaigns running now.
     public var rulesVersion = ""
-    /// The engine's own counters per input partition ("topic[p]"), since this process started. A
+    /// The engine's own counters per input partition, since this process started. A
     /// partition this member no longer owns keeps its last values, and one that comes back
     /// continues from them.
     /// (`segmentSizes` is left empty here: sizes are in `segmentSizes` above.)
-    public var partitionCounters: [String: PartitionStats] = [:]
+    public var partitionCounters: [PartitionID: PartitionStats] = [:]
 
     public init() {}
 

@@ -90,16 +90,17 @@ extension Engine {
     /// the checkpoint store decodes rows on a helper thread and hands them over in chunks.
     public struct RestoringPartition {
         var ps = PartitionState()
-        var sizes: [Int]
     }
 
     public func beginRestore(maxEventTimeMs: Int64, streamTimeMs: Int64, stats: PartitionStats, customerCount: Int,
                              erased: [UInt64: Int64] = [:]) -> RestoringPartition {
-        var b = RestoringPartition(sizes: [Int](repeating: 0, count: config.segments.segments.count))
+        var b = RestoringPartition()
         b.ps.erased = erased
         b.ps.maxEventTimeMs = maxEventTimeMs
         b.ps.streamTimeMs = streamTimeMs
         b.ps.stats = stats
+        // Recounted from the customers as they arrive.
+        b.ps.stats.segmentSizes = [Int](repeating: 0, count: config.segments.segments.count)
         b.ps.customers.reserveCapacity(customerCount)
         b.ps.ids.reserveCapacity(customerCount)
         b.ps.index.reserveCapacity(customerCount)
@@ -120,7 +121,7 @@ extension Engine {
         while rest != 0 {
             let i = rest.trailingZeroBitCount
             rest &= rest - 1
-            if i < b.sizes.count { b.sizes[i] += 1 }
+            if i < b.ps.stats.segmentSizes.count { b.ps.stats.segmentSizes[i] += 1 }
         }
         if due != .max { schedule(&b.ps, slot: slot, due) }
     }
@@ -131,7 +132,6 @@ extension Engine {
     public func finishRestore(_ p: PartitionID, _ b: RestoringPartition, storedSegments: [(name: String, rule: String)]? = nil,
                               policy: ReloadPolicy = .emit) -> ReconfigureReport? {
         var ps = b.ps
-        ps.stats.segmentSizes = b.sizes
         var report: ReconfigureReport? = nil
         let current = config.segments.segments
         if let stored = storedSegments,
