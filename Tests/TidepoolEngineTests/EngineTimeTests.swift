@@ -202,18 +202,24 @@ final class EngineTimeTests: XCTestCase {
             var t: Int64 = -3 * hour  // negative times too: the hour of a due is a floor division
             for step in 0..<3_000 {
                 if rng.next(upTo: 3) > 0 {
-                    // Mostly near the present, sometimes in the past or weeks ahead.
+                    // Mostly near the present, sometimes in the past, weeks ahead, or past the
+                    // wheel's ring of hours (the dictionary of far hours).
                     let due: Int64
-                    switch rng.next(upTo: 10) {
+                    switch rng.next(upTo: 12) {
                     case 0: due = t - Int64(rng.next(upTo: Int(5 * hour)))
                     case 1: due = t + Int64(rng.next(upTo: Int(1000 * hour)))
+                    case 2: due = t + (TimerWheel.ringHours - 2) * hour + Int64(rng.next(upTo: Int(5 * hour)))
+                    case 3: due = t + Int64(rng.next(upTo: Int(3 * TimerWheel.ringHours * hour)))
                     default: due = t + Int64(rng.next(upTo: Int(3 * hour)))
                     }
                     let e = TimerWheel.Entry(due: due, key: UInt64(rng.next(upTo: 20)), slot: Int32(step))
                     wheel.push(e)
                     reference.append((e.due, e.key))
                 } else {
-                    t += Int64(rng.next(upTo: Int(2 * hour)))
+                    // Stream time mostly moves by minutes to hours; sometimes it jumps by up to
+                    // twice the ring (a partition idle for a long time, then the wall clock).
+                    t += rng.next(upTo: 50) == 0 ? Int64(rng.next(upTo: Int(2 * TimerWheel.ringHours * hour)))
+                                                 : Int64(rng.next(upTo: Int(2 * hour)))
                     reference.sort { $0 < $1 }
                     let due = reference.prefix { $0.0 <= t }
                     for want in due {

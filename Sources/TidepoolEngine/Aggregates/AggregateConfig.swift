@@ -82,6 +82,15 @@ public struct ChannelTable: Sendable, Equatable {
         self.platformMask = platform
     }
 
-    @inline(__always) public func index(of channel: String) -> UInt8 { index[channel] ?? ChannelTable.other }
+    /// Every event's channel is looked up here. Comparing against a few names is cheaper than
+    /// hashing the String (SipHash, ~300 instructions): channel names are short, and two small
+    /// strings compare as two machine words.
+    @inline(__always) public func index(of channel: String) -> UInt8 {
+        if names.count <= 24 {
+            for i in 1..<names.count where names[i] == channel { return UInt8(i) }
+            return ChannelTable.other
+        }
+        return index[channel] ?? ChannelTable.other
+    }
     public func isKnown(_ channel: String) -> Bool { index[channel] != nil }
 }

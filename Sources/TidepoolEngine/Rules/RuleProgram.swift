@@ -66,10 +66,17 @@ struct RuleProgram: Sendable, Equatable {
             case .lifecycle: push(.lifecycle, 1)
             case .compare(let op, let a, let b):
                 // A plain number compared with money is a money amount: scale it to units.
-                emit(a)
-                if isMoney(b) && !isMoney(a) { push(.toMoney, 0) }
-                emit(b)
-                if isMoney(a) && !isMoney(b) { push(.toMoney, 0) }
+                // A constant is scaled here, once, instead of on every evaluation (a libm call).
+                func side(_ x: RuleExpr, scaled: Bool) {
+                    if scaled, case .constant(.number(let d)) = x {
+                        push(.constant((d * Double(Money.scale)).rounded()), 1)
+                        return
+                    }
+                    emit(x)
+                    if scaled { push(.toMoney, 0) }
+                }
+                side(a, scaled: isMoney(b) && !isMoney(a))
+                side(b, scaled: isMoney(a) && !isMoney(b))
                 push(.compare(op), -1)
             case .and(let a, let b): emit(a); emit(b); push(.and, -1)
             case .or(let a, let b): emit(a); emit(b); push(.or, -1)

@@ -43,7 +43,7 @@ extension Engine {
     /// caller must persist them (with the offset they reflect) before the next call.
     public func takeCheckpoint(_ p: PartitionID) -> PartitionSnapshot? {
         guard var ps = partitions[p] else { return nil }
-        partitions[p] = nil  // unique ownership: edit in place, no copy of the customer table
+        setPartition(p, nil)  // unique ownership: edit in place, no copy of the customer table
         var ids: [String] = [], records: [CustomerRecord] = []
         ids.reserveCapacity(ps.dirty.count)
         records.reserveCapacity(ps.dirty.count)
@@ -62,7 +62,7 @@ extension Engine {
         ps.newlyErased.removeAll()
         ps.dirty.removeAll(keepingCapacity: true)
         ps.removed.removeAll(keepingCapacity: true)
-        partitions[p] = ps
+        setPartition(p, ps)
         return snapshot
     }
 
@@ -138,7 +138,7 @@ extension Engine {
            stored.map(\.name) != current.map(\.name) || stored.map(\.rule) != current.map(\.rule) {
             report = adoptChangedRules(&ps, stored: stored, policy: policy)
         }
-        partitions[p] = ps
+        setPartition(p, ps)
         return report
     }
 
