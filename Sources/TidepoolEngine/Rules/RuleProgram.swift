@@ -22,12 +22,17 @@ struct RuleProgram: Sendable, Equatable {
         case inSegment(Int)
         case rfm
         case lifecycle
-        case compare(CompareOp)
+        /// Also records its result as atom `atom` (see `FlipTiming`).
+        case compare(CompareOp, atom: Int32)
         case and, or, not
     }
 
     var ops: [Op] = []
     var maxDepth = 0
+    /// The rule's comparisons in the order their `.compare` ops run (atom i is `atoms[i]`), and
+    /// the rule's boolean structure over them, for the next-flip computation.
+    var atoms: [RuleExpr] = []
+    var flip: [FlipTiming.Node] = []
 
     init(_ e: RuleExpr, terms: WindowTerms) {
         var depth = 0
@@ -77,13 +82,39 @@ struct RuleProgram: Sendable, Equatable {
                 }
                 side(a, scaled: isMoney(b) && !isMoney(a))
                 side(b, scaled: isMoney(a) && !isMoney(b))
-                push(.compare(op), -1)
+                push(.compare(op, atom: Int32(atoms.count)), -1)
+                atoms.append(e)
             case .and(let a, let b): emit(a); emit(b); push(.and, -1)
             case .or(let a, let b): emit(a); emit(b); push(.or, -1)
             case .not(let a): emit(a); push(.not, 0)
             }
         }
         emit(e)
+        // The boolean structure, numbering comparisons as `emit` did (operands first, so a
+        // comparison's number counts the comparisons inside it).
+        var numbered = 0
+        func comparisons(_ e: RuleExpr) -> Int {
+            switch e {
+            case .compare(_, let a, let b): return 1 + comparisons(a) + comparisons(b)
+            case .and(let a, let b), .or(let a, let b): return comparisons(a) + comparisons(b)
+            case .not(let a), .since(let a): return comparisons(a)
+            default: return 0
+            }
+        }
+        func structure(_ e: RuleExpr) {
+            switch e {
+            case .and(let a, let b): structure(a); structure(b); flip.append(.and)
+            case .or(let a, let b): structure(a); structure(b); flip.append(.or)
+            case .not(let a): structure(a); flip.append(.not)
+            case .inSegment(let i): flip.append(.segment(Int32(i)))
+            case .constant(.bool(let b)): flip.append(.constant(b))
+            default:
+                // A comparison (the only other condition the checker lets through).
+                numbered += comparisons(e)
+                flip.append(.atom(Int32(numbered - 1)))
+            }
+        }
+        structure(e)
     }
 
     /// Runs `ops` (a program's slice of a `ProgramTable`) for one customer at `now` on `stack`,
@@ -94,7 +125,7 @@ struct RuleProgram: Sendable, Equatable {
     static func run(_ ops: UnsafeBufferPointer<Op>, stack: UnsafeMutableBufferPointer<Double>,
                     _ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64,
                     models: ModelConfig, returnedAtMs: Int64, counts: UnsafeMutableBufferPointer<Int64>,
-                    sums: UnsafeMutableBufferPointer<Int64>) -> Bool {
+                    sums: UnsafeMutableBufferPointer<Int64>, atoms: UnsafeMutablePointer<Bool>) -> Bool {
         var sp = 0
         for op in ops {
             switch op {
@@ -118,7 +149,7 @@ struct RuleProgram: Sendable, Equatable {
             case .lifecycle:
                 stack[sp] = LifecycleStage.of(a, returnedAtMs: returnedAtMs, at: now, models).map { Double($0.rawValue) } ?? .nan
                 sp += 1
-            case .compare(let op):
+            case .compare(let op, let atom):
                 let y = stack[sp - 1], x = stack[sp - 2]
                 sp -= 1
                 let r: Bool
@@ -131,6 +162,7 @@ struct RuleProgram: Sendable, Equatable {
                 case .ne: r = x != y && !x.isNaN && !y.isNaN
                 }
                 stack[sp - 1] = r ? 1 : 0
+                atoms[Int(atom)] = r
             case .and: stack[sp - 2] = stack[sp - 2] == 1 && stack[sp - 1] == 1 ? 1 : 0; sp -= 1
             case .or: stack[sp - 2] = stack[sp - 2] == 1 || stack[sp - 1] == 1 ? 1 : 0; sp -= 1
             case .not: stack[sp - 1] = stack[sp - 1] == 1 ? 0 : 1
@@ -153,17 +185,29 @@ struct ProgramTable: Sendable {
     let runs: [Run]
     /// The deepest value stack any program needs.
     let maxDepth: Int
+    /// Comparisons of all programs; each program's atoms are numbered from `atomBase[segment]`.
+    let atomCount: Int
+    let atomBase: [Int]
 
     init(_ programs: [RuleProgram], order: [Int]) {
         var ops: [RuleProgram.Op] = []
         var runs: [Run] = []
+        var base = [Int](repeating: 0, count: programs.count)
+        var atoms = 0
         for i in order {
+            base[i] = atoms
             runs.append(Run(segment: i, start: ops.count, end: ops.count + programs[i].ops.count))
-            ops += programs[i].ops
+            ops += programs[i].ops.map { op in
+                if case .compare(let c, let a) = op { return .compare(c, atom: a + Int32(atoms)) }
+                return op
+            }
+            atoms += programs[i].atoms.count
         }
         self.ops = ops
         self.runs = runs
         maxDepth = max(programs.map(\.maxDepth).max() ?? 1, 1)
+        atomCount = atoms
+        atomBase = base
     }
 }
 

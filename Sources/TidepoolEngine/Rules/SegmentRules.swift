@@ -101,6 +101,8 @@ public struct SegmentSet: Sendable, Equatable {
         let order: [Int]
         /// Every segment's compiled program, in evaluation order.
         let table: ProgramTable
+        /// When each segment's truth can next change without an event.
+        let flip: FlipTiming
         let windowTerms: WindowTerms
         let allTerms: RuleTiming.Terms
         let terms: [RuleTiming.Terms]
@@ -110,6 +112,7 @@ public struct SegmentSet: Sendable, Equatable {
              terms: [RuleTiming.Terms], explanationParts: [[(String, RuleExpr)]], models: ModelConfig) {
             self.segments = segments; self.order = order; self.windowTerms = windowTerms
             table = ProgramTable(programs, order: order)
+            flip = FlipTiming(programs: programs, table: table, windowTerms: windowTerms, models: models)
             self.allTerms = allTerms; self.terms = terms; self.explanationParts = explanationParts; self.models = models
         }
     }
@@ -200,27 +203,48 @@ public struct SegmentSet: Sendable, Equatable {
     /// Memberships as a bit set (bit i: segment i), evaluated in dependency order.
     @inline(__always)
     func memberships(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64 = .min) -> UInt64 {
+        evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: false).bits
+    }
+
+    /// Memberships at `now`, and the earliest instant after it at which one of them can flip
+    /// without a new event (`FlipTiming`).
+    @inline(__always)
+    func membershipsAndNextFlip(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable,
+                                returnedAtMs: Int64 = .min) -> (bits: UInt64, nextFlip: Int64) {
+        evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: true)
+    }
+
+    @inline(__always)
+    private func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
+                          withNextFlip: Bool) -> (bits: UInt64, nextFlip: Int64) {
         let c = compiled
         let n = max(c.windowTerms.count, 1)
         return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * n) { buf in
             withUnsafeTemporaryAllocation(of: UInt32.self, capacity: n) { from in
-                let counts = UnsafeMutableBufferPointer(rebasing: buf[0..<n])
-                let sums = UnsafeMutableBufferPointer(rebasing: buf[n..<(2 * n)])
-                c.windowTerms.evaluate(a, at: now, counts: counts, sums: sums, from: from)
-                let models = c.models
-                return c.table.ops.withUnsafeBufferPointer { ops in
-                    c.table.runs.withUnsafeBufferPointer { runs in
-                        withUnsafeTemporaryAllocation(of: Double.self, capacity: c.table.maxDepth) { stack in
-                            var bits: UInt64 = 0
-                            for r in runs where RuleProgram.run(
-                                UnsafeBufferPointer(rebasing: ops[r.start..<r.end]), stack: stack, a, now: now,
-                                channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs,
-                                counts: counts, sums: sums) {
-                                bits |= 1 << UInt64(r.segment)
+                withUnsafeTemporaryAllocation(of: Bool.self, capacity: max(c.table.atomCount, 1)) { truths in
+                    let truths = truths.baseAddress!
+                    let counts = UnsafeMutableBufferPointer(rebasing: buf[0..<n])
+                    let sums = UnsafeMutableBufferPointer(rebasing: buf[n..<(2 * n)])
+                    c.windowTerms.evaluate(a, at: now, counts: counts, sums: sums, from: from)
+                    let models = c.models
+                    let bits = c.table.ops.withUnsafeBufferPointer { ops in
+                        c.table.runs.withUnsafeBufferPointer { runs in
+                            withUnsafeTemporaryAllocation(of: Double.self, capacity: c.table.maxDepth) { stack in
+                                var bits: UInt64 = 0
+                                for r in runs where RuleProgram.run(
+                                    UnsafeBufferPointer(rebasing: ops[r.start..<r.end]), stack: stack, a, now: now,
+                                    channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs,
+                                    counts: counts, sums: sums, atoms: truths) {
+                                    bits |= 1 << UInt64(r.segment)
+                                }
+                                return bits
                             }
-                            return bits
                         }
                     }
+                    guard withNextFlip else { return (bits, .max) }
+                    let next = c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
+                                           counts: counts, sums: sums, from: from, truths: truths, segments: c.segments.count)
+                    return (bits, next)
                 }
             }
         }

@@ -376,8 +376,7 @@ public final class Engine {
             // compiler cannot rule out a write to that memory during the calls. An `inout` access is
             // exclusive, so the calls read the record where it lies.
             func run(_ a: inout CustomerAggregates) -> (UInt64, Int64) {
-                (segs.memberships(a, now: t, channels: channels, returnedAtMs: returned),
-                 segs.compiled.allTerms.nextChange(a, after: t, returnedAtMs: returned))
+                segs.membershipsAndNextFlip(a, now: t, channels: channels, returnedAtMs: returned)
             }
             let (bits, nextFlip) = run(&ps.customers[slot].aggregates)
             next = nextFlip
