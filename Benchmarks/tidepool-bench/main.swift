@@ -36,9 +36,10 @@ func line(_ name: String, _ value: Double, _ unit: String, _ note: String = "") 
 let args = CommandLine.arguments
 let n = args.count > 1 ? Int(args[1]) ?? 2_000_000 : 2_000_000
 /// `BENCH_ONLY=engine`: only the 1M-customer replay (section 4), for profiling it alone;
-/// `BENCH_ONLY=checkpoint`: the replay, then straight to the checkpoint figures (section 5).
+/// `BENCH_ONLY=checkpoint`: the replay, then straight to the checkpoint figures (section 5);
+/// `BENCH_ONLY=campaigns`: only the replay with the three example campaigns (section 4b).
 let only = ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? ""
-let engineOnly = only == "engine" || only == "checkpoint"
+let engineOnly = only == "engine" || only == "checkpoint" || only == "campaigns"
 
 // The reference event: a purchase of ~150 bytes, as producers send it.
 let distinct = 10_000
@@ -195,7 +196,7 @@ let enginePartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition
 var transitionsOut = 0
 let engineNow = baseTime + 61 * 86_400_000
 let t0e = nowNs()
-for (k, input) in engineInputs.enumerated() {
+for (k, input) in engineInputs.enumerated() where only != "campaigns" {
     input.0.withUnsafeBytes { p in
         input.1.withUnsafeBytes { kb in
             guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
@@ -216,6 +217,7 @@ line("memory per customer (resident, all structures)", Double(after - before) / 
      "\(bigEngine.customerCount) customers, ~\(eventsPerCustomer) events each")
 if only == "engine" { exit(0) }
 if only != "checkpoint" {
+if only != "campaigns" {
 var fired: Int64 = 0
 let pendingTimers = enginePartitions.reduce(0) { $0 + (bigEngine.partitions[$1]?.customerCount ?? 0) }
 let t0t = nowNs()
@@ -228,6 +230,7 @@ while tAdvance < baseTime + 120 * 86_400_000 {
 let timerSeconds = Double(nowNs() - t0t) / 1e9
 for p in enginePartitions { fired += bigEngine.stats(p)?.timersFired ?? 0 }
 line("timers fired (evaluate + reschedule)", Double(fired) / timerSeconds, "timers/s", "\(fired) timers over 60 days of stream time, \(pendingTimers) customers")
+}
 
 // 4b. The same replay with the three example campaigns (delay + debounce, holdout, caps, quiet
 //     hours, consent): the cost of the contact policy on top of the segments.
@@ -252,6 +255,7 @@ do {
     let secondsWith = Double(nowNs() - t0w) / 1e9
     let rateWith = Double(engineEvents) / secondsWith
     line("... + 3 campaigns (1 core)", rateWith, "events/s", "\(decisions) decisions, \(sent) sent")
+    if only == "campaigns" { exit(0) }
     print(String(format: "%@%14.2f x", "campaigns cost (rate without / with)".padding(toLength: 44, withPad: " ", startingAt: 0),
                  (Double(engineEvents) / engineSeconds) / rateWith))
 }

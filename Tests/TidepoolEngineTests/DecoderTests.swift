@@ -417,6 +417,14 @@ final class DecoderTests: XCTestCase {
         XCTAssertEqual(Timestamp.formatRFC3339(4_102_444_800_000), "2100-01-01T00:00:00.000Z")
         XCTAssertEqual(Timestamp.formatRFC3339(Timestamp.maxMs), "9999-12-31T23:59:59.999Z")
         XCTAssertEqual(Timestamp.formatRFC3339(-1), "1969-12-31T23:59:59.999Z")
+        // Every field's carry, against Foundation's formatter.
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        var rng = SeededRNG(9)
+        for _ in 0..<2_000 {
+            let ms = Int64(rng.next(upTo: Int(Timestamp.maxMs)))
+            XCTAssertEqual(Timestamp.formatRFC3339(ms), f.string(from: Date(timeIntervalSince1970: Double(ms) / 1000)), "\(ms)")
+        }
     }
 
     func testFormatParseRoundTrip() {
@@ -476,6 +484,24 @@ final class DecoderTests: XCTestCase {
         XCTAssertEqual(Money(units: 1_299_000) + Money(units: 1_000), Money(major: 130))
         XCTAssertEqual((Money(major: 1) - Money(units: 1)).description, "0.9999")
         XCTAssertLessThan(Money(units: 1), Money(units: 2))
+    }
+
+    /// The one-pass hex128 equals its definition: two FNV-1a hashes of the NUL-joined UTF-8.
+    func testHex128EqualsTheHashOfTheJoinedBytes() {
+        var rng = SeededRNG(5)
+        let alphabet = Array("ab-_9Zé中\u{0}".unicodeScalars)
+        for _ in 0..<500 {
+            let parts = (0..<(1 + rng.next(upTo: 4))).map { _ in
+                String(String.UnicodeScalarView((0..<rng.next(upTo: 20)).map { _ in alphabet[rng.next(upTo: alphabet.count)] }))
+            }
+            var joined: [UInt8] = []
+            for (n, p) in parts.enumerated() {
+                if n > 0 { joined.append(0) }
+                joined += Array(p.utf8)
+            }
+            let want = StableHash.hex(StableHash.hash64(joined, seed: 0x7469_6465)) + StableHash.hex(StableHash.hash64(joined, seed: 0x706F_6F6C))
+            XCTAssertEqual(StableHash.hex128(parts), want, "\(parts)")
+        }
     }
 
     func testTriggerIDIsStable() {
