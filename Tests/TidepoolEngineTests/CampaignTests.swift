@@ -294,6 +294,25 @@ final class CampaignTests: XCTestCase {
 
     // MARK: - Checkpoints keep campaign state
 
+    /// Contact state is a value: a copy (a checkpoint snapshot holds one) never sees later writes,
+    /// and writes to an unshared state land in place.
+    func testContactStateCopiesOnlyWhenShared() {
+        var live = ContactState()
+        live.ledger.append(ContactEntry(channel: 1, atMs: 10))
+        let snapshot = live
+        live.ledger.append(ContactEntry(channel: 2, atMs: 20))
+        live.consentGranted = 0b110
+        live.marks.append(CampaignMark(campaign: 7, episodes: 1, lastContactMs: 20))
+        XCTAssertEqual(snapshot.ledger, [ContactEntry(channel: 1, atMs: 10)])
+        XCTAssertEqual(snapshot.consentGranted, 0)
+        XCTAssertTrue(snapshot.marks.isEmpty)
+        XCTAssertEqual(live.ledger.count, 2)
+        var other = snapshot
+        other.ledger.removeAll()
+        XCTAssertEqual(snapshot.ledger.count, 1, "a write through another copy does not reach the snapshot")
+        XCTAssertTrue(other.ledger.isEmpty)
+    }
+
     func testPendingEpisodesSurviveACheckpointRestore() throws {
         let camps = [campaign("cart_rescue", .event(.addToCart, channel: nil)) { $0.delayMs = 2 * hour }]
         let e = try engine(campaigns: camps, policy: noQuiet)

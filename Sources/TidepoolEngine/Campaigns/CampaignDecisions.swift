@@ -115,30 +115,31 @@ extension Engine {
                 return
             }
         }
-        // 4. Channel: consent, then caps.
-        let contact = ps.customers[slot].contact
-        var chosen: UInt8? = nil
-        var cappedNote: String? = nil
-        for cap in set.caps where cap.channel == nil && contact.contacts(channel: nil, windowMs: cap.windowMs, at: t) >= cap.max {
-            cappedNote = "global cap \(cap.max) per \(DurationText.format(cap.windowMs))"
-            break
-        }
-        var consentedAny = false
-        if cappedNote == nil {
-            for ch in camp.channels {
-                guard contact.consented(ch, optInMask: set.optInMask) else { continue }
-                consentedAny = true
-                if let cap = set.caps.first(where: { $0.channel == ch && contact.contacts(channel: ch, windowMs: $0.windowMs, at: t) >= $0.max }) {
-                    cappedNote = cappedNote ?? "\(channels.names[Int(ch)]) cap \(cap.max) per \(DurationText.format(cap.windowMs))"
-                    continue
-                }
-                chosen = ch
+        // 4. Channel: consent, then caps. Read in a closure so that the copy of the contact state
+        // is released before the decision writes to it (holding it made every write copy the
+        // storage).
+        let (chosen, cappedNote): (UInt8?, String?) = { (contact: ContactState) in
+            var chosen: UInt8? = nil
+            var cappedNote: String? = nil
+            for cap in set.caps where cap.channel == nil && contact.contacts(channel: nil, windowMs: cap.windowMs, at: t) >= cap.max {
+                cappedNote = "global cap \(cap.max) per \(DurationText.format(cap.windowMs))"
                 break
             }
-        }
+            if cappedNote == nil {
+                for ch in camp.channels {
+                    guard contact.consented(ch, optInMask: set.optInMask) else { continue }
+                    if let cap = set.caps.first(where: { $0.channel == ch && contact.contacts(channel: ch, windowMs: $0.windowMs, at: t) >= $0.max }) {
+                        cappedNote = cappedNote ?? "\(channels.names[Int(ch)]) cap \(cap.max) per \(DurationText.format(cap.windowMs))"
+                        continue
+                    }
+                    chosen = ch
+                    break
+                }
+            }
+            return (chosen, cappedNote)
+        }(ps.customers[slot].contact)
         guard let ch = chosen else {
             if let cappedNote { return record(.capped, "capped", channel: camp.channels[0], note: cappedNote) }
-            _ = consentedAny
             return record(.suppressed, "no_consent", channel: camp.channels[0], note: "no consent on any of its channels")
         }
         // 5. Holdout.

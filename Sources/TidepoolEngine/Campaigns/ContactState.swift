@@ -54,7 +54,10 @@ public struct ContactState: Sendable, Equatable {
     public init() {}
 
     private mutating func unique() -> Storage {
-        if let s = storage, isKnownUniquelyReferenced(&storage) { return s }
+        // Check before binding: `if let s = storage, isKnownUniquelyReferenced(&storage)` held a
+        // second reference while checking, so it never saw the storage as unique and copied it on
+        // every write (~2.6k instructions per campaign decision).
+        if isKnownUniquelyReferenced(&storage), let s = storage { return s }
         let s = storage?.copy() ?? Storage()
         storage = s
         return s
