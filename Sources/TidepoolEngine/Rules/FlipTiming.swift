@@ -163,15 +163,6 @@ struct FlipTiming: Sendable {
             }
         }
         if let w = window(a, b, left: true) ?? window(b, a, left: false) { return w }
-        func mirror(_ op: CompareOp) -> CompareOp {
-            switch op {
-            case .lt: return .gt
-            case .le: return .ge
-            case .gt: return .lt
-            case .ge: return .le
-            case .eq, .ne: return op
-            }
-        }
         func since(_ x: RuleExpr, _ c: RuleExpr, _ op: CompareOp) -> Atom? {
             guard case .since(let inner) = x, case .constant(.duration(let d)) = c else { return nil }
             switch inner {
@@ -180,21 +171,9 @@ struct FlipTiming: Sendable {
             default: return nil
             }
         }
-        if let s = since(a, b, op) ?? since(b, a, mirror(op)) { return s }
+        if let s = since(a, b, op) ?? since(b, a, op.mirrored) { return s }
         generals.append(General(terms: RuleTiming.Terms([e], models: models), segments: segments))
         return .general(Int32(generals.count - 1))
-    }
-
-    @inline(__always)
-    static func holds(_ op: CompareOp, _ x: Double, _ y: Double) -> Bool {
-        switch op {
-        case .lt: return x < y
-        case .le: return x <= y
-        case .gt: return x > y
-        case .ge: return x >= y
-        case .eq: return x == y
-        case .ne: return x != y && !x.isNaN && !y.isNaN
-        }
     }
 
     /// The first instant after `t` at which `term op constant` can change its truth, given the
@@ -203,7 +182,7 @@ struct FlipTiming: Sendable {
     static func windowFlip(_ a: borrowing CustomerAggregates, term: WindowTerms.Term, value v0: Int64, sum: Bool,
                            op: CompareOp, constant c: Double, termOnLeft: Bool, from: UInt32, to: UInt32) -> Int64 {
         @inline(__always) func truth(_ v: Int64) -> Bool {
-            termOnLeft ? holds(op, Double(v), c) : holds(op, c, Double(v))
+            termOnLeft ? op.holds(Double(v), c) : op.holds(c, Double(v))
         }
         let now = truth(v0)
         let w = term.windowMs

@@ -152,15 +152,7 @@ struct RuleProgram: Sendable, Equatable {
             case .compare(let op, let atom):
                 let y = stack[sp - 1], x = stack[sp - 2]
                 sp -= 1
-                let r: Bool
-                switch op {
-                case .lt: r = x < y
-                case .le: r = x <= y
-                case .gt: r = x > y
-                case .ge: r = x >= y
-                case .eq: r = x == y
-                case .ne: r = x != y && !x.isNaN && !y.isNaN
-                }
+                let r = op.holds(x, y)
                 stack[sp - 1] = r ? 1 : 0
                 atoms[Int(atom)] = r
             case .and: stack[sp - 2] = stack[sp - 2] == 1 && stack[sp - 1] == 1 ? 1 : 0; sp -= 1

@@ -58,6 +58,30 @@ public indirect enum RuleSyntax: Sendable, Equatable {
 
 public enum CompareOp: String, Sendable, Equatable {
     case lt = "<", le = "<=", gt = ">", ge = ">=", eq = "==", ne = "!="
+
+    /// `x op y` in the rule language: every comparison with a missing value (NaN) is false.
+    @inline(__always)
+    func holds(_ x: Double, _ y: Double) -> Bool {
+        switch self {
+        case .lt: return x < y
+        case .le: return x <= y
+        case .gt: return x > y
+        case .ge: return x >= y
+        case .eq: return x == y
+        case .ne: return x != y && !x.isNaN && !y.isNaN
+        }
+    }
+
+    /// The operator with its sides swapped: `a < b` is `b > a`.
+    var mirrored: CompareOp {
+        switch self {
+        case .lt: return .gt
+        case .le: return .ge
+        case .gt: return .lt
+        case .ge: return .le
+        case .eq, .ne: return self
+        }
+    }
 }
 
 /// Tokenizer and recursive-descent parser for rule text.

@@ -116,19 +116,10 @@ enum RuleTiming {
             case .eq, .ne: out.append(d); out.append(d + 1)
             }
         }
-        func mirror(_ op: CompareOp) -> CompareOp {
-            switch op {
-            case .lt: return .gt
-            case .le: return .ge
-            case .gt: return .lt
-            case .ge: return .le
-            case .eq, .ne: return op
-            }
-        }
         func walk(_ e: RuleExpr) {
             switch e {
             case .compare(let op, .since, .constant(.duration(let d))): offsets(op, d)
-            case .compare(let op, .constant(.duration(let d)), .since): offsets(mirror(op), d)
+            case .compare(let op, .constant(.duration(let d)), .since): offsets(op.mirrored, d)
             case .compare(_, let a, let b), .and(let a, let b), .or(let a, let b): walk(a); walk(b)
             case .not(let a): walk(a)
             default: break

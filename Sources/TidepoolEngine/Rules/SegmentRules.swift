@@ -467,13 +467,6 @@ enum RuleEvaluator {
         case (.bool(let p), .bool(let q)): x = p ? 1 : 0; y = q ? 1 : 0
         default: return false
         }
-        switch op {
-        case .lt: return x < y
-        case .le: return x <= y
-        case .gt: return x > y
-        case .ge: return x >= y
-        case .eq: return x == y
-        case .ne: return x != y
-        }
+        return op.holds(x, y)
     }
 }
