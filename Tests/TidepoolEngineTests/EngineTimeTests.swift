@@ -70,6 +70,25 @@ final class EngineTimeTests: XCTestCase {
         XCTAssertEqual(transitions(out).last?.entered, false)
     }
 
+    /// The predicted flip is when the membership can change, not when a term steps: after leaving
+    /// `count(page_view, 7d) >= 3`, the later visits leaving the window cannot bring the customer
+    /// back, so there is no predicted flip (and no timer).
+    func testPredictedFlipIsWhenTheMembershipCanChange() throws {
+        let e = try engine([("three_visits", "count(page_view, 7d) >= 3")])
+        var out: [EngineOutput] = []
+        for (k, h) in [0, 2, 4].enumerated() {
+            e.apply(event("v\(k)", "c", .pageView, t0 + Int64(h) * AggregateConfig.hourMs), partition: p0) { out.append($0) }
+        }
+        let firstLeaves = (t0 / AggregateConfig.hourMs + 168) * AggregateConfig.hourMs
+        XCTAssertEqual(transitions(out).map(\.entered), [true])
+        XCTAssertEqual(transitions(out).first?.nextFlipMs, firstLeaves, "the first visit's exit takes the count to 2")
+        e.advance(p0, to: firstLeaves + 30 * day) { out.append($0) }
+        XCTAssertEqual(transitions(out).map(\.atMs), [t0 + 4 * AggregateConfig.hourMs, firstLeaves])
+        XCTAssertNil(transitions(out).last?.nextFlipMs, "two visits leaving cannot make three")
+        XCTAssertNil(e.view("c")?.memberships.first?.nextFlipMs)
+        XCTAssertEqual(e.stats(p0)?.timersFired, 1, "one timer, at the exit; none for the later visits leaving")
+    }
+
     func testLateEventsAreCountedAndDoNotRewriteThePast() throws {
         let e = try engine([("buyer", "count(purchase, 30d) >= 1")], lateness: 60_000)
         var out: [EngineOutput] = []

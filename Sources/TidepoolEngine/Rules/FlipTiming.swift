@@ -233,14 +233,16 @@ struct FlipTiming: Sendable {
         }
     }
 
-    /// The earliest instant after `t` at which any segment's membership can flip. `bits` are the
-    /// memberships at `t`; `counts`, `sums` and `truths` what the programs computed at `t`.
+    /// The earliest instant after `t` at which any segment's membership can flip; each segment's
+    /// own instant is left in `segNext` (indexed like the segments, `.max`: only an event can).
+    /// `bits` are the memberships at `t`; `counts`, `sums` and `truths` what the programs computed
+    /// at `t`.
     func next(_ a: borrowing CustomerAggregates, after t: Int64, returnedAtMs: Int64, bits: UInt64,
               windowTerms: WindowTerms, counts: UnsafeMutableBufferPointer<Int64>, sums: UnsafeMutableBufferPointer<Int64>,
-              from: UnsafeMutableBufferPointer<UInt32>, truths: UnsafeMutablePointer<Bool>, segments: Int) -> Int64 {
+              from: UnsafeMutableBufferPointer<UInt32>, truths: UnsafeMutablePointer<Bool>,
+              segNext: UnsafeMutableBufferPointer<Int64>) -> Int64 {
         let to = CustomerAggregates.hour(t)
-        return withUnsafeTemporaryAllocation(of: Int64.self, capacity: max(segments, 1)) { segNext in
-            withUnsafeTemporaryAllocation(of: (truth: Bool, needed: Bool, at: Int64).self, capacity: max(nodes.count, 1)) { node in
+        return withUnsafeTemporaryAllocation(of: (truth: Bool, needed: Bool, at: Int64).self, capacity: max(nodes.count, 1)) { node in
                 nodes.withUnsafeBufferPointer { nodes in
                     subtreeStart.withUnsafeBufferPointer { starts in
                         atoms.withUnsafeBufferPointer { atoms in
@@ -364,6 +366,5 @@ struct FlipTiming: Sendable {
                     }
                 }
             }
-        }
     }
 }

@@ -105,15 +105,14 @@ public struct SegmentSet: Sendable, Equatable {
         let flip: FlipTiming
         let windowTerms: WindowTerms
         let allTerms: RuleTiming.Terms
-        let terms: [RuleTiming.Terms]
         nonisolated(unsafe) let explanationParts: [[(String, RuleExpr)]]
         let models: ModelConfig
         init(segments: [Segment], order: [Int], programs: [RuleProgram], windowTerms: WindowTerms, allTerms: RuleTiming.Terms,
-             terms: [RuleTiming.Terms], explanationParts: [[(String, RuleExpr)]], models: ModelConfig) {
+             explanationParts: [[(String, RuleExpr)]], models: ModelConfig) {
             self.segments = segments; self.order = order; self.windowTerms = windowTerms
             table = ProgramTable(programs, order: order)
             flip = FlipTiming(programs: programs, table: table, windowTerms: windowTerms, models: models)
-            self.allTerms = allTerms; self.terms = terms; self.explanationParts = explanationParts; self.models = models
+            self.allTerms = allTerms; self.explanationParts = explanationParts; self.models = models
         }
     }
     let compiled: Compiled
@@ -122,9 +121,9 @@ public struct SegmentSet: Sendable, Equatable {
     /// Evaluation order: indices into `segments`.
     public var order: [Int] { compiled.order }
     var windowTerms: WindowTerms { compiled.windowTerms }
-    /// Time-dependent terms of all rules together, and of each rule alone.
+    /// Time-dependent terms of all rules together (lifecycle use; per-segment flip instants are
+    /// `nextFlips`).
     var allTerms: RuleTiming.Terms { compiled.allTerms }
-    var terms: [RuleTiming.Terms] { compiled.terms }
     /// What an explanation of each segment shows, rendered once.
     var explanationParts: [[(String, RuleExpr)]] { compiled.explanationParts }
 
@@ -185,18 +184,9 @@ public struct SegmentSet: Sendable, Equatable {
         for i in definitions.indices where state[i] == 0 { try visit(i) }
         let windowTerms = WindowTerms(compiled.map(\.expr))
         let names = compiled.map(\.name)
-        // A segment that uses others can flip when they do: its terms include theirs.
-        let terms = compiled.indices.map { i in
-            var seen: Set<Int> = [i]
-            var todo = [i]
-            while let j = todo.popLast() {
-                for (k, _) in deps[j] where seen.insert(k).inserted { todo.append(k) }
-            }
-            return RuleTiming.Terms(seen.sorted().map { compiled[$0].expr }, models: models)
-        }
         self.compiled = Compiled(
             segments: compiled, order: order, programs: compiled.map { RuleProgram($0.expr, terms: windowTerms) },
-            windowTerms: windowTerms, allTerms: RuleTiming.Terms(compiled.map(\.expr), models: models), terms: terms,
+            windowTerms: windowTerms, allTerms: RuleTiming.Terms(compiled.map(\.expr), models: models),
             explanationParts: compiled.map { RuleExplainer.parts($0.expr, names: names) }, models: models)
     }
 
@@ -214,9 +204,19 @@ public struct SegmentSet: Sendable, Equatable {
         evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: true)
     }
 
+    /// Each segment's next possible flip after `now` (indexed like `segments`; `.max`: only an
+    /// event can flip it), as the engine's timer computes it. For explanations and inspection.
+    func nextFlips(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64 = .min) -> [Int64] {
+        var out = [Int64](repeating: .max, count: segments.count)
+        out.withUnsafeMutableBufferPointer { out in
+            _ = evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: true, perSegment: out)
+        }
+        return out
+    }
+
     @inline(__always)
     private func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
-                          withNextFlip: Bool) -> (bits: UInt64, nextFlip: Int64) {
+                          withNextFlip: Bool, perSegment: UnsafeMutableBufferPointer<Int64>? = nil) -> (bits: UInt64, nextFlip: Int64) {
         let c = compiled
         let n = max(c.windowTerms.count, 1)
         return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * n) { buf in
@@ -242,9 +242,15 @@ public struct SegmentSet: Sendable, Equatable {
                         }
                     }
                     guard withNextFlip else { return (bits, .max) }
-                    let next = c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
-                                           counts: counts, sums: sums, from: from, truths: truths, segments: c.segments.count)
-                    return (bits, next)
+                    if let perSegment {
+                        let next = c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
+                                               counts: counts, sums: sums, from: from, truths: truths, segNext: perSegment)
+                        return (bits, next)
+                    }
+                    return withUnsafeTemporaryAllocation(of: Int64.self, capacity: max(c.segments.count, 1)) { segNext in
+                        (bits, c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
+                                           counts: counts, sums: sums, from: from, truths: truths, segNext: segNext))
+                    }
                 }
             }
         }

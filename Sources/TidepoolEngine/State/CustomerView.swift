@@ -55,8 +55,9 @@ extension Engine {
             let ctx = RuleContext(aggregates: a, now: t, channels: channels, memberships: flags,
                                   models: segs.models, returnedAtMs: r.returnedAtMs)
             let names = segs.segments.map(\.name)
+            let flips = segs.nextFlips(a, now: t, channels: channels, returnedAtMs: r.returnedAtMs)
             let memberships = segs.segments.indices.map { i -> CustomerView.Membership in
-                let flip = segs.terms[i].nextChange(a, after: t, returnedAtMs: r.returnedAtMs)
+                let flip = flips[i]
                 return CustomerView.Membership(
                     segment: segs.segments[i].name, member: flags[i],
                     ruleVersion: String(StableHash.hex128([segs.segments[i].rule]).prefix(12)), rule: segs.segments[i].rule,

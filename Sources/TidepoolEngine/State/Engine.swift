@@ -388,6 +388,7 @@ public final class Engine {
                                   memberships: segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 },
                                   models: segs.models, returnedAtMs: returned)
                     : nil
+                let flips = ctx.map { segs.nextFlips($0.aggregates, now: t, channels: channels, returnedAtMs: returned) }
                 var rest = changed
                 while rest != 0 {
                     let i = rest.trailingZeroBitCount
@@ -399,7 +400,7 @@ public final class Engine {
                     var flip: Int64? = nil
                     if let ctx {
                         values = RuleExplainer.values(segs.explanationParts[i], ctx)
-                        let f = segs.terms[i].nextChange(ctx.aggregates, after: t, returnedAtMs: returned)
+                        let f = flips![i]
                         flip = f == .max ? nil : f
                     }
                     emit(.transition(SegmentTransition(
