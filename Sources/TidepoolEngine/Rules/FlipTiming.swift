@@ -220,6 +220,37 @@ struct FlipTiming: Sendable {
         return best
     }
 
+    /// Which side's instant an `and` (or an `or`) keeps, from the sides' truths now: the side
+    /// that decides the result alone (false for `and`, true for `or`) holds it until its own
+    /// instant, whatever the other side does.
+    enum Decider {
+        /// Both sides decide: the result holds until the later of their instants.
+        case later
+        case left, right
+        /// Neither decides: either side changing changes the result.
+        case earlier
+
+        @inline(__always)
+        init(or: Bool, left: Bool, right: Bool) {
+            switch (left == or, right == or) {
+            case (true, true): self = .later
+            case (true, false): self = .left
+            case (false, true): self = .right
+            case (false, false): self = .earlier
+            }
+        }
+
+        @inline(__always)
+        func instant(_ left: () -> Int64, _ right: () -> Int64) -> Int64 {
+            switch self {
+            case .later: return max(left(), right())
+            case .left: return left()
+            case .right: return right()
+            case .earlier: return min(left(), right())
+            }
+        }
+    }
+
     /// When `since(x) op d`, true or false now (`holds`), can next change: `since` grows with time.
     @inline(__always)
     static func sinceFlip(_ op: CompareOp, x: Int64, d: Int64, holds: Bool, after t: Int64) -> Int64 {
@@ -277,13 +308,10 @@ struct FlipTiming: Sendable {
                                     // Sound whatever happens: an instant not after t re-evaluates at t + 1 ms.
                                     return at > t ? at : t + 1
                                 }
-                                /// The instant of `x op y` (op: and, or) from its sides' truths.
-                                @inline(__always) func combine(or: Bool, _ tx: Bool, _ nx: () -> Int64, _ ty: Bool, _ ny: () -> Int64) -> Int64 {
-                                    let x = tx == or, y = ty == or
-                                    if x && y { return max(nx(), ny()) }
-                                    if x { return nx() }
-                                    if y { return ny() }
-                                    return min(nx(), ny())
+                                @inline(__always) func decider(_ k: Int, _ lc: Int, _ rc: Int) -> Decider {
+                                    var or = false
+                                    if case .or = nodes[k] { or = true }
+                                    return Decider(or: or, left: node[lc].truth, right: node[rc].truth)
                                 }
                                 var earliest = Int64.max
                                 for r in runs {
@@ -294,7 +322,8 @@ struct FlipTiming: Sendable {
                                         if at < earliest { earliest = at }
                                         continue
                                     case .pair(let i, let j, let or):
-                                        let at = combine(or: or, truths[Int(i)], { atomInstant(Int(i)) }, truths[Int(j)], { atomInstant(Int(j)) })
+                                        let at = Decider(or: or, left: truths[Int(i)], right: truths[Int(j)])
+                                            .instant({ atomInstant(Int(i)) }, { atomInstant(Int(j)) })
                                         segNext[Int(r.segment)] = at
                                         if at < earliest { earliest = at }
                                         continue
@@ -314,9 +343,7 @@ struct FlipTiming: Sendable {
                                         }
                                         node[k] = (truth, false, .max)
                                     }
-                                    // 2. Which instants decide the result, top down: the side that
-                                    //    decides an and (false) or an or (true) alone holds it
-                                    //    until its own instant; the other side does not matter.
+                                    // 2. Which instants decide the result, top down (`Decider`).
                                     node[end - 1].needed = true
                                     var k = end - 1
                                     while k >= start {
@@ -324,13 +351,12 @@ struct FlipTiming: Sendable {
                                             switch nodes[k] {
                                             case .not: node[k - 1].needed = true
                                             case .and, .or:
-                                                var decisive = false
-                                                if case .or = nodes[k] { decisive = true }
                                                 let rc = k - 1, lc = Int(starts[rc]) - 1
-                                                let x = node[lc].truth == decisive, y = node[rc].truth == decisive
-                                                if x == y { node[lc].needed = true; node[rc].needed = true }
-                                                else if x { node[lc].needed = true }
-                                                else { node[rc].needed = true }
+                                                switch decider(k, lc, rc) {
+                                                case .left: node[lc].needed = true
+                                                case .right: node[rc].needed = true
+                                                case .later, .earlier: node[lc].needed = true; node[rc].needed = true
+                                                }
                                             default: break
                                             }
                                         }
@@ -345,14 +371,8 @@ struct FlipTiming: Sendable {
                                         case .constant: at = .max
                                         case .not: at = node[k - 1].at
                                         case .and, .or:
-                                            var decisive = false
-                                            if case .or = nodes[k] { decisive = true }
                                             let rc = k - 1, lc = Int(starts[rc]) - 1
-                                            let x = node[lc].truth == decisive, y = node[rc].truth == decisive
-                                            if x && y { at = max(node[lc].at, node[rc].at) }
-                                            else if x { at = node[lc].at }
-                                            else if y { at = node[rc].at }
-                                            else { at = min(node[lc].at, node[rc].at) }
+                                            at = decider(k, lc, rc).instant({ node[lc].at }, { node[rc].at })
                                         }
                                         node[k].at = at
                                     }
