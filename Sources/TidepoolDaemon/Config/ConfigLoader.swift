@@ -139,11 +139,14 @@ public struct ConfigLoader {
                     case "path": config.state.path = try string(v2)
                     case "checkpoint_interval": config.state.checkpointIntervalMs = try duration(v2)
                     case "checkpoint_dirty_customers": config.state.checkpointDirtyCustomers = try int(v2, min: 0, max: 100_000_000)
+                    case "checkpoint_slice":
+                        config.state.checkpointSliceMs = try duration(v2)
+                        guard config.state.checkpointSliceMs >= 1 else { throw error(v2, "state.checkpoint_slice must be at least 1ms") }
                     case "on_corrupt":
                         let v = try string(v2)
                         guard v == "refuse" || v == "rebuild" else { throw error(v2, "state.on_corrupt must be refuse or rebuild") }
                         config.state.onCorrupt = v
-                    default: throw unknown(k2, in: "state", known: ["path", "checkpoint_interval", "checkpoint_dirty_customers", "on_corrupt"])
+                    default: throw unknown(k2, in: "state", known: ["path", "checkpoint_interval", "checkpoint_dirty_customers", "checkpoint_slice", "on_corrupt"])
                     }
                 }
                 if let consumer = config.kafka.consumer["enable.auto.commit"], consumer == "true", !config.state.path.isEmpty {

@@ -44,6 +44,9 @@ public struct TidepoolConfig: Equatable, Sendable {
         public var checkpointIntervalMs: Int64 = 5_000
         /// Also checkpoint as soon as this many customers have changed (0: by interval only).
         public var checkpointDirtyCustomers = 100_000
+        /// The longest a checkpoint may hold the processing thread in one loop turn: the changed
+        /// customers are copied a slice per turn, and a customer that is about to change first.
+        public var checkpointSliceMs: Int64 = 5
         /// A checkpoint file that fails its integrity check or has another format: `refuse` to
         /// start (exit 1), or `rebuild`: move it aside and replay the input from its earliest
         /// retained offset.

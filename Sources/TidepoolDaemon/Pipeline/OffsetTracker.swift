@@ -61,6 +61,16 @@ struct OffsetTracker {
         return merged.map { TopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value) }
     }
 
+    /// Whether every record produced for batches up to `seq` has been acknowledged (those
+    /// batches are closed).
+    func allDelivered(through seq: UInt) -> Bool {
+        for k in head..<batches.count {
+            if batches[k].seq > seq { return true }
+            if !batches[k].closed || batches[k].outstanding != 0 { return false }
+        }
+        return true
+    }
+
     /// Batches still waiting for acknowledgements.
     var pending: Int { batches.count - head }
 

@@ -35,6 +35,21 @@ public final class Pipeline: RebalanceListener {
     /// Engine counters of partitions this member released (see `dropState`).
     private var retiredCounters: [PartitionID: PartitionStats] = [:]
     private var lastCheckpointNs: UInt64 = 0
+    /// A periodic checkpoint being captured a slice per loop turn (`startCheckpoint`).
+    private var staged: StagedCheckpoint?
+    struct StagedCheckpoint {
+        /// Partitions whose capture is still in progress.
+        var capturing: [PartitionID]
+        var snapshots: [(PartitionSnapshot, nextOffset: Int64)] = []
+        /// The input offsets the captured state reflects (taken at the cut).
+        var nextOffsets: [PartitionID: Int64]
+        /// The trigger topic's acknowledged ends at the cut.
+        var outputs: [OutputOffset]
+        /// The last poll batch before the cut: what it and earlier batches produced must be
+        /// acknowledged before the checkpoint is written.
+        var cutSeq: UInt
+        var segments: [(name: String, rule: String)]
+    }
     private var fatalError: String?
     private let systemd: SystemdNotifier
     private var readySent = false
@@ -146,6 +161,8 @@ public final class Pipeline: RebalanceListener {
             if new.erasureKey != config.erasureKey { needsRestart.append("privacy") }
             if new.http != config.http { needsRestart.append("http") }
             if new.logLevel != config.logLevel { needsRestart.append("log") }
+            // A capture in progress holds memberships under the rules being replaced: write it first.
+            finishStagedCheckpoint(deadlineMs: config.shutdown.deadlineMs)
             let now = clock()
             let report = engine.reconfigure(engineConfig, policy: new.reloadPolicy) { output in route(output, nowMs: now) }
             config = merged
@@ -201,10 +218,12 @@ public final class Pipeline: RebalanceListener {
             if config.idleAdvance { advanceIdlePartitions(wallMs: now) }
             if let writer {
                 if let c = writer.poll() { checkpointCompleted(c) }
-                let due = WallClock.monotonicNs() - lastCheckpointNs >= UInt64(config.state.checkpointIntervalMs) * 1_000_000
-                    || (config.state.checkpointDirtyCustomers > 0 && engine.dirtyCount >= config.state.checkpointDirtyCustomers)
-                if !writer.inFlight && due {
-                    startCheckpoint(synchronous: false)
+                if staged != nil {
+                    continueStagedCheckpoint()
+                } else if !writer.inFlight {
+                    let due = WallClock.monotonicNs() - lastCheckpointNs >= UInt64(config.state.checkpointIntervalMs) * 1_000_000
+                        || (config.state.checkpointDirtyCustomers > 0 && engine.dirtyCount >= config.state.checkpointDirtyCustomers)
+                    if due { startCheckpoint() }
                 }
             }
             tracker.close()
@@ -420,7 +439,7 @@ public final class Pipeline: RebalanceListener {
     private func drainAndCommit(deadlineMs: Int64) {
         if let writer {
             if let c = writer.wait() { checkpointCompleted(c) }
-            startCheckpoint(synchronous: true, deadlineMs: deadlineMs)
+            synchronousCheckpoint(deadlineMs: deadlineMs)
             return
         }
         flushOutput(deadlineMs: deadlineMs)
@@ -443,30 +462,115 @@ public final class Pipeline: RebalanceListener {
         storeCompleted()
     }
 
-    /// Takes a checkpoint of every partition held: flush (every trigger acknowledged), snapshot the
-    /// changed customers (the only part that stalls processing when asynchronous), then write it
-    /// on the writer thread. Kafka offsets are committed when the write has completed.
-    private func startCheckpoint(synchronous: Bool, deadlineMs: Int64 = 20_000) {
-        guard let writer else { return }
+    /// Starts a periodic checkpoint of every partition held, without stopping processing for
+    /// longer than `state.checkpoint_slice`: the cut (the state every partition has now, the input
+    /// offsets it reflects and the trigger topic's acknowledged ends) is taken in constant time;
+    /// the changed customers are copied a slice per loop turn, or just before an event changes
+    /// one (`Engine.beginCheckpoint`). Once all are copied and every record produced before the
+    /// cut is acknowledged, the writer thread writes it; Kafka offsets are committed after that.
+    /// The trigger ends recorded can lie before triggers produced before the cut and acknowledged
+    /// later; a restore then reads a little more of the topic back, which only suppresses more.
+    private func startCheckpoint() {
         let started = WallClock.monotonicNs()
         lastCheckpointNs = started
+        var capturing: [PartitionID] = []
+        var offsets: [PartitionID: Int64] = [:]
+        for p in engine.partitions.keys.sorted(by: { ($0.topic, $0.partition) < ($1.topic, $1.partition) }) {
+            guard engine.beginCheckpoint(p) else { continue }
+            capturing.append(p)
+            if let next = nextOffsets[p] { offsets[p] = next }
+        }
+        staged = StagedCheckpoint(capturing: capturing, nextOffsets: offsets, outputs: outputEnds(), cutSeq: currentSeq,
+                                  segments: engine.config.segments.segments.map { ($0.name, $0.rule) })
+        noteStall(since: started)
+        continueStagedCheckpoint()
+    }
+
+    /// One slice of the staged checkpoint; submits it to the writer once complete and acknowledged.
+    private func continueStagedCheckpoint() {
+        guard var st = staged, let writer else { return }
+        let started = WallClock.monotonicNs()
+        let budgetNs = UInt64(config.state.checkpointSliceMs) * 1_000_000
+        while let p = st.capturing.first, WallClock.monotonicNs() - started < budgetNs {
+            if let s = engine.continueCheckpoint(p, budget: 512) {
+                st.capturing.removeFirst()
+                if let next = st.nextOffsets[p] { st.snapshots.append((s, nextOffset: next)) }
+            } else if !engine.isCapturing(p) {
+                st.capturing.removeFirst()  // released since the cut
+            }
+        }
+        noteStall(since: started)
+        if st.capturing.isEmpty && tracker.allDelivered(through: st.cutSeq) && !writer.inFlight {
+            submit(st)
+            staged = nil
+        } else {
+            staged = st
+        }
+    }
+
+    private func submit(_ st: StagedCheckpoint) {
+        let offsets = st.snapshots.map { TopicPartitionOffset(topic: $0.0.partition.topic, partition: $0.0.partition.partition, offset: $0.nextOffset) }
+        writer?.submit(st.snapshots, offsets: offsets, outputs: st.outputs, segments: st.segments)
+    }
+
+    /// Completes the staged checkpoint now (copies what is left, waits for the acknowledgements)
+    /// and writes it; returns when it is durable and committed.
+    private func finishStagedCheckpoint(deadlineMs: Int64) {
+        guard var st = staged, let writer else { return }
+        staged = nil
+        for p in st.capturing {
+            if let s = engine.continueCheckpoint(p, budget: .max), let next = st.nextOffsets[p] { st.snapshots.append((s, nextOffset: next)) }
+        }
+        st.capturing = []
+        flushOutput(deadlineMs: deadlineMs)
+        guard deliveryFailure == nil else { return }
+        if let c = writer.wait() { checkpointCompleted(c) }
+        submit(st)
+        if let c = writer.wait() { checkpointCompleted(c) }
+    }
+
+    /// The end of each trigger-topic partition as acknowledged, held back before ids a replay has
+    /// not re-created yet (`alreadyProduced`).
+    private func outputEnds() -> [OutputOffset] {
+        triggerEnds.map {
+            OutputOffset(topic: config.kafka.triggerTopic, partition: $0.key, nextOffset: min($0.value, pinnedOutput($0.key) ?? .max))
+        }
+    }
+
+    private func noteStall(since started: UInt64) {
+        let stallMs = Double(WallClock.monotonicNs() - started) / 1e6
+        counters.lastCheckpointStallMs = stallMs
+        counters.maxCheckpointStallMs = max(counters.maxCheckpointStallMs, stallMs)
+    }
+
+    /// A checkpoint of every partition held, taken and written now (revoke, shutdown): flush
+    /// (every trigger acknowledged), snapshot the changed customers, write, wait, commit. A staged
+    /// checkpoint in progress is completed and written in the same transaction, before it.
+    private func synchronousCheckpoint(deadlineMs: Int64) {
+        guard let writer else { return }
+        lastCheckpointNs = WallClock.monotonicNs()
         flushOutput(deadlineMs: deadlineMs)
         guard deliveryFailure == nil else { return }
         var snapshots: [(PartitionSnapshot, nextOffset: Int64)] = []
+        if var st = staged {
+            staged = nil
+            for p in st.capturing {
+                if let s = engine.continueCheckpoint(p, budget: .max), let next = st.nextOffsets[p] { st.snapshots.append((s, nextOffset: next)) }
+            }
+            snapshots = st.snapshots
+        }
         for p in engine.partitions.keys.sorted(by: { ($0.topic, $0.partition) < ($1.topic, $1.partition) }) {
             guard let s = engine.takeCheckpoint(p) else { continue }
             if let next = nextOffsets[p] { snapshots.append((s, nextOffset: next)) }
         }
-        let offsets = snapshots.map { TopicPartitionOffset(topic: $0.0.partition.topic, partition: $0.0.partition.partition, offset: $0.nextOffset) }
-        let outputs = triggerEnds.map {
-            OutputOffset(topic: config.kafka.triggerTopic, partition: $0.key, nextOffset: min($0.value, pinnedOutput($0.key) ?? .max))
-        }
-        writer.submit(snapshots, offsets: offsets, outputs: outputs,
+        // Committed: the newest offset of each partition (a partition's later snapshot comes last).
+        var latest: [PartitionID: Int64] = [:]
+        for (s, next) in snapshots { latest[s.partition] = next }
+        let offsets = latest.sorted { ($0.key.topic, $0.key.partition) < ($1.key.topic, $1.key.partition) }
+            .map { TopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value) }
+        writer.submit(snapshots, offsets: offsets, outputs: outputEnds(),
                       segments: engine.config.segments.segments.map { ($0.name, $0.rule) })
-        let stallMs = Double(WallClock.monotonicNs() - started) / 1e6
-        counters.lastCheckpointStallMs = stallMs
-        counters.maxCheckpointStallMs = max(counters.maxCheckpointStallMs, stallMs)
-        if synchronous, let c = writer.wait() { checkpointCompleted(c) }
+        if let c = writer.wait() { checkpointCompleted(c) }
     }
 
     private func checkpointCompleted(_ c: CheckpointWriter.Completed) {
@@ -618,6 +722,10 @@ public final class Pipeline: RebalanceListener {
         endRun()
         runPartition = -1
         tracker.forget(Set(partitions.map { OffsetTracker.PartitionKey(topic: $0.topic, partition: $0.partition) }))
+        // Never commit for a lost assignment: a staged checkpoint forgets them too.
+        let lost = Set(partitions.map { PartitionID(topic: $0.topic, partition: $0.partition) })
+        staged?.capturing.removeAll { lost.contains($0) }
+        staged?.snapshots.removeAll { lost.contains($0.0.partition) }
         dropState(of: partitions)
         logger.warning("partitions lost; nothing committed for them", metadata: ["count": "\(partitions.count)"])
     }

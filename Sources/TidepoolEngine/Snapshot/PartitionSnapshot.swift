@@ -1,3 +1,15 @@
+/// A checkpoint capture in progress (`Engine.beginCheckpoint`): the slots changed in the
+/// captured epoch, how far the slices have gone through them, and the snapshot being filled.
+struct CheckpointCapture: Sendable {
+    var slots: [Int32]
+    var cursor = 0
+    var snapshot: PartitionSnapshot
+    init(slots: [Int32], snapshot: PartitionSnapshot) {
+        self.slots = slots
+        self.snapshot = snapshot
+    }
+}
+
 /// What a checkpoint of one partition holds: its clocks and counters, and the customers that
 /// changed (encoded) or left memory since the previous checkpoint.
 public struct PartitionSnapshot: Sendable {
@@ -39,31 +51,117 @@ extension Engine {
     /// Customers changed since the last checkpoint, over all partitions.
     public var dirtyCount: Int { partitions.values.reduce(0) { $0 + $1.dirty.count } }
 
-    /// Takes the partition's changes since the previous checkpoint and marks them clean. The
-    /// caller must persist them (with the offset they reflect) before the next call.
+    /// Takes the partition's changes since the previous checkpoint and marks them clean, in one
+    /// call (`beginCheckpoint` and `continueCheckpoint` without a budget). The caller must persist
+    /// them (with the offset they reflect) before the next call.
     public func takeCheckpoint(_ p: PartitionID) -> PartitionSnapshot? {
-        guard var ps = partitions[p] else { return nil }
+        guard beginCheckpoint(p) else { return nil }
+        return continueCheckpoint(p, budget: .max)
+    }
+
+    /// Starts a checkpoint capture of partition `p` at this instant: the snapshot that
+    /// `continueCheckpoint` completes holds every customer changed since the previous capture, in
+    /// the state it has now, with the clocks and counters of now, however many events are applied
+    /// in between. Constant time: the changed customers are copied later, a slice per call, or
+    /// just before an event or a timer changes one of them (copy on write, per customer).
+    /// Returns false when `p` is not held. One capture per partition at a time: finish the one in
+    /// progress (`continueCheckpoint` until it returns its snapshot) before beginning another.
+    @discardableResult
+    public func beginCheckpoint(_ p: PartitionID) -> Bool {
+        guard var ps = partitions[p] else { return false }
+        precondition(ps.capture == nil, "a checkpoint capture of \(p) is already in progress")
         setPartition(p, nil)  // unique ownership: edit in place, no copy of the customer table
-        var ids: [String] = [], records: [CustomerRecord] = []
-        ids.reserveCapacity(ps.dirty.count)
-        records.reserveCapacity(ps.dirty.count)
-        for slot in ps.dirty {
-            let s = Int(slot)
-            guard ps.customers[s].dirty else { continue }
-            ps.customers[s].dirty = false
-            if ps.customers[s].live {
-                ids.append(ps.ids[s])
-                records.append(ps.customers[s])
-            }
-        }
-        let snapshot = PartitionSnapshot(partition: p, maxEventTimeMs: ps.maxEventTimeMs, streamTimeMs: ps.streamTimeMs,
-                                         stats: ps.stats, changedIDs: ids, changedRecords: records,
-                                         removed: ps.removed, erased: ps.newlyErased)
-        ps.newlyErased.removeAll()
-        ps.dirty.removeAll(keepingCapacity: true)
-        ps.removed.removeAll(keepingCapacity: true)
+        ps.capture = CheckpointCapture(
+            slots: ps.dirty,
+            snapshot: PartitionSnapshot(partition: p, maxEventTimeMs: ps.maxEventTimeMs, streamTimeMs: ps.streamTimeMs,
+                                        stats: ps.stats, changedIDs: [], changedRecords: [],
+                                        removed: ps.removed, erased: ps.newlyErased))
+        ps.capture!.snapshot.changedIDs.reserveCapacity(ps.dirty.count)
+        ps.capture!.snapshot.changedRecords.reserveCapacity(ps.dirty.count)
+        ps.capturingEpoch = ps.epoch
+        ps.epoch = ps.epoch == .max ? 1 : ps.epoch + 1
+        ps.dirty = []
+        ps.removed = []
+        ps.newlyErased = []
         setPartition(p, ps)
+        return true
+    }
+
+    /// Copies up to `budget` of the changed customers into the capture begun by
+    /// `beginCheckpoint`; returns the snapshot once every one of them is in it (and ends the
+    /// capture), nil while some remain or when no capture is in progress.
+    public func continueCheckpoint(_ p: PartitionID, budget: Int) -> PartitionSnapshot? {
+        var snapshot: PartitionSnapshot?
+        guard partitions[p]?.capture != nil else { return nil }
+        withPartition(p) { ps in
+            guard ps.capture != nil else { return }
+            captureSlice(&ps, budget: budget)
+            guard ps.capturingEpoch == 0 else { return }
+            snapshot = ps.capture!.snapshot
+            ps.capture = nil
+        }
         return snapshot
+    }
+
+    /// Whether a capture of `p` is in progress (begun, its snapshot not yet returned).
+    public func isCapturing(_ p: PartitionID) -> Bool { partitions[p]?.capture != nil }
+
+    /// Changed customers still to be copied by the capture in progress (0: none in progress).
+    public func capturePending(_ p: PartitionID) -> Int {
+        guard let ps = partitions[p], ps.capturingEpoch != 0, let c = ps.capture else { return 0 }
+        return c.slots.count - c.cursor
+    }
+
+    /// Copies customers of the capture's list, from its cursor, until `budget` were copied or the
+    /// list ends (then no customer needs preserving any more).
+    func captureSlice(_ ps: inout PartitionState, budget: Int) {
+        guard ps.capturingEpoch != 0 else { return }
+        var copied = 0
+        while copied < budget, ps.capture!.cursor < ps.capture!.slots.count {
+            let slot = Int(ps.capture!.slots[ps.capture!.cursor])
+            ps.capture!.cursor += 1
+            // Already copied before a change, or removed since (a slot can also be listed twice).
+            guard ps.customers[slot].dirtyEpoch == ps.capturingEpoch else { continue }
+            capture(&ps, slot)
+            copied += 1
+        }
+        if ps.capture!.cursor == ps.capture!.slots.count {
+            ps.capturingEpoch = 0
+            ps.capture!.slots = []
+        }
+    }
+
+    /// Completes every capture in progress (a reload is about to change every customer).
+    func completeCaptures() {
+        for p in Array(partitions.keys) where partitions[p]?.capturingEpoch != 0 {
+            withPartition(p) { ps in captureSlice(&ps, budget: .max) }
+        }
+    }
+
+    /// Called before anything changes the customer in `slot`: while a capture is in progress and
+    /// the customer changed in the epoch being captured, its current state goes into the capture.
+    @inline(__always)
+    func preserve(_ ps: inout PartitionState, _ slot: Int) {
+        if ps.capturingEpoch != 0 && ps.customers[slot].dirtyEpoch == ps.capturingEpoch { capture(&ps, slot) }
+    }
+
+    private func capture(_ ps: inout PartitionState, _ slot: Int) {
+        ps.customers[slot].dirtyEpoch = 0
+        if ps.customers[slot].live {
+            ps.capture!.snapshot.changedIDs.append(ps.ids[slot])
+            ps.capture!.snapshot.changedRecords.append(ps.customers[slot])
+        }
+    }
+
+    /// Records that the customer in `slot` changed in the current epoch (listed once per epoch).
+    @inline(__always)
+    func markChanged(_ ps: inout PartitionState, _ slot: Int) {
+        assert(ps.capturingEpoch == 0 || ps.customers[slot].dirtyEpoch != ps.capturingEpoch,
+               "a customer of the epoch being captured changed before it was preserved")
+        if ps.customers[slot].dirtyEpoch != ps.epoch {
+            ps.customers[slot].dirtyEpoch = ps.epoch
+            ps.dirty.append(Int32(slot))
+        }
     }
 
     /// Replaces a partition's state with a restored one: clocks, counters and every customer
@@ -185,10 +283,7 @@ extension Engine {
             let bits = (ps.customers[slot].memberships & ~quiet) | (after[slot] & quiet)
             ps.customers[slot].memberships = bits
             // The next checkpoint rewrites every row in the new layout.
-            if !ps.customers[slot].dirty {
-                ps.customers[slot].dirty = true
-                ps.dirty.append(Int32(slot))
-            }
+            markChanged(&ps, slot)
             for j in current.indices where bits & (1 << UInt64(j)) != 0 { sizes[j] += 1 }
             // Evaluate under the new rules at the next advance (timers were computed under the old ones).
             if stale != 0 {

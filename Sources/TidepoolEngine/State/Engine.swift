@@ -120,8 +120,9 @@ public struct CustomerRecord: Sendable {
     public var returnedAtMs: Int64 = .min
     /// Campaign episodes, contact ledger, consent and time zone.
     public var contact = ContactState()
-    /// Changed since the last checkpoint (listed in `PartitionState.dirty`).
-    var dirty = false
+    /// The checkpoint epoch in which this customer last changed (`PartitionState.epoch`; listed
+    /// in `PartitionState.dirty`), 0 when unchanged since its state was last captured.
+    var dirtyEpoch: UInt32 = 0
     /// Stable hash of the customer id: orders timers due at the same instant the same way in
     /// every run, whatever slot the customer occupies (a restored engine fills slots differently).
     var idHash: UInt64 = 0
@@ -161,8 +162,15 @@ public struct PartitionState: Sendable {
     public internal(set) var streamTimeMs: Int64 = .min
     var timers = TimerWheel()
     public internal(set) var stats = PartitionStats()
-    /// Slots changed since the last checkpoint, and customers evicted since then.
+    /// Slots changed in the current epoch, and customers evicted since the last capture began.
     var dirty: [Int32] = []
+    /// Changes are recorded under this epoch. A checkpoint capture takes the slots of the current
+    /// epoch and starts the next one (`beginCheckpoint`).
+    var epoch: UInt32 = 1
+    /// The epoch being captured, 0 when no capture is in progress: a customer still marked with it
+    /// is copied into the capture before anything changes it (`preserve`).
+    var capturingEpoch: UInt32 = 0
+    var capture: CheckpointCapture?
     var removed: [String] = []
     /// Erased customers: keyed hash of the id -> erasure time. Older events of theirs are dropped,
     /// so a replay cannot bring them back; the id itself is not kept.
@@ -273,7 +281,10 @@ public final class Engine {
             // Erasure: the customer leaves memory and every segment; only a keyed hash remains.
             if e.type == .erase {
                 let erasureKey = self.keyedHash(e.customerID)
-                if let s = ps.slot(of: e.customerID) { self.remove(&ps, slot: s) }
+                if let s = ps.slot(of: e.customerID) {
+                    preserve(&ps, s)
+                    self.remove(&ps, slot: s)
+                }
                 let at = max(e.timestampMs, ps.erased[erasureKey] ?? .min)
                 ps.erased[erasureKey] = at
                 ps.newlyErased.append((erasureKey, at))
@@ -288,6 +299,7 @@ public final class Engine {
             }
 
             let slot = self.slot(for: e.customerID, in: &ps)
+            preserve(&ps, slot)
             // 2. Evaluation time never goes backwards for a customer, and never before stream time:
             //    a late event updates state now, it does not rewrite past memberships.
             let evalAt = max(ps.customers[slot].evaluatedAtMs, e.timestampMs, ps.streamTimeMs)
@@ -349,6 +361,7 @@ public final class Engine {
                 continue
             }
             ps.stats.timersFired += 1
+            preserve(&ps, slot)
             if let last = lastSeen(ps, slot), last + retentionMs <= top.due,
                ps.customers[slot].contact.pending.isEmpty {
                 evict(&ps, slot: slot)
@@ -362,10 +375,7 @@ public final class Engine {
 
     private func evaluate(_ ps: inout PartitionState, slot: Int, at t: Int64, cause: String?, emit: (EngineOutput) -> Void) {
         let segs = config.segments
-        if !ps.customers[slot].dirty {
-            ps.customers[slot].dirty = true
-            ps.dirty.append(Int32(slot))
-        }
+        markChanged(&ps, slot)
         if ps.customers[slot].evaluatedAtMs < t { ps.customers[slot].evaluatedAtMs = t }
         var next: Int64 = .max
         if !segs.segments.isEmpty {
@@ -443,6 +453,8 @@ public final class Engine {
     public func reconfigure(_ new: EngineConfig, policy: ReloadPolicy, emit: (EngineOutput) -> Void) -> ReconfigureReport {
         precondition(new.aggregates == config.aggregates && new.segments.models == config.segments.models,
                      "aggregates and models cannot change on reload")
+        // Every customer is about to change: captures in progress take their states first.
+        completeCaptures()
         let oldSegs = config.segments.segments
         let newSegs = new.segments.segments
         var map: [(UInt64, UInt64)] = []
@@ -586,7 +598,7 @@ public final class Engine {
     }
 
     @inline(__always)
-    private func withPartition(_ p: PartitionID, _ body: (inout PartitionState) -> Void) {
+    func withPartition(_ p: PartitionID, _ body: (inout PartitionState) -> Void) {
         if let last = lastPartition, last.id == p {
             body(&partitions.values[last.index])
             return
