@@ -53,6 +53,8 @@ let decoder = TouchpointDecoder()
 let nowMs = ts + 1_000_000
 
 print("tidepool-bench (release build), reference event \(Int(avgBytes.rounded())) bytes, \(distinct) distinct events cycled")
+print("heap pages: " + ((ProcessInfo.processInfo.environment["GLIBC_TUNABLES"] ?? "").contains("glibc.malloc.hugetlb=1")
+    ? "transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)" : "4 KiB (GLIBC_TUNABLES without glibc.malloc.hugetlb=1)"))
 print("")
 
 var sink = 0

@@ -278,7 +278,8 @@ public final class CheckpointStore {
         }
         // Records are read in place: copying one out of the array cost a retain per array it
         // holds, each a cache miss on a cold object (a fifth of the write's time).
-        try s.changedRecords.withUnsafeBufferPointer { records in
+        let records = s.changedRecords
+        do {
             try ChunkedEncoder.run(count: order.count, key: { ids[order[$0]] }, encode: { k, scratch in
                 CustomerRecordCodec.encode(records[order[k]], reusing: &scratch)
             }, consume: { rows in

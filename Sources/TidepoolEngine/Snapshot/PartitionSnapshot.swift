@@ -10,6 +10,32 @@ struct CheckpointCapture: Sendable {
     }
 }
 
+/// Customer records in chunks of 4,096: a capture appends up to millions of them a slice at a
+/// time, and one array would reallocate (copying everything so far) inside one slice, and a
+/// reservation for all of them up front cost tens of milliseconds of page faults in the cut.
+public struct RecordChunks: RandomAccessCollection, Sendable {
+    static let shift = 12
+    static let mask = (1 << shift) - 1
+    var chunks: [[CustomerRecord]] = []
+    public private(set) var count = 0
+    public init() {}
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { count }
+    /// Borrowed in place (a copy would retain each of the record's arrays).
+    public subscript(i: Int) -> CustomerRecord {
+        _read { yield chunks[i >> Self.shift][i & Self.mask] }
+    }
+    mutating func append(_ r: CustomerRecord) {
+        if count & Self.mask == 0 {
+            var c: [CustomerRecord] = []
+            c.reserveCapacity(1 << Self.shift)
+            chunks.append(c)
+        }
+        chunks[chunks.count - 1].append(r)
+        count += 1
+    }
+}
+
 /// What a checkpoint of one partition holds: its clocks and counters, and the customers that
 /// changed (encoded) or left memory since the previous checkpoint.
 public struct PartitionSnapshot: Sendable {
@@ -23,7 +49,7 @@ public struct PartitionSnapshot: Sendable {
     /// are an array of their own: the writer sorts them, and picking each out of an (id, record)
     /// pair touched every cold record once more (a quarter of a second per million).
     public var changedIDs: [String]
-    public var changedRecords: [CustomerRecord]
+    public var changedRecords: RecordChunks
     /// Changed customers, encoded (CustomerRecordCodec): computed on each call, off the pipeline thread.
     public var upserts: [(String, [UInt8])] {
         var scratch: [UInt8] = []
@@ -74,10 +100,8 @@ extension Engine {
         ps.capture = CheckpointCapture(
             slots: ps.dirty,
             snapshot: PartitionSnapshot(partition: p, maxEventTimeMs: ps.maxEventTimeMs, streamTimeMs: ps.streamTimeMs,
-                                        stats: ps.stats, changedIDs: [], changedRecords: [],
+                                        stats: ps.stats, changedIDs: [], changedRecords: RecordChunks(),
                                         removed: ps.removed, erased: ps.newlyErased))
-        ps.capture!.snapshot.changedIDs.reserveCapacity(ps.dirty.count)
-        ps.capture!.snapshot.changedRecords.reserveCapacity(ps.dirty.count)
         ps.capturingEpoch = ps.epoch
         ps.epoch = ps.epoch == .max ? 1 : ps.epoch + 1
         ps.dirty = []
