@@ -259,9 +259,9 @@ public final class CheckpointStore {
     }
 
     /// The changed customers of one snapshot, in key order (random B-tree inserts become
-    /// appends-and-neighbours). Records are encoded, and their ids copied next to them, on a
-    /// helper thread a chunk ahead of the inserts (`ChunkedEncoder`): encoding was a third of the
-    /// write on the same thread, and reading the ids in sorted order a cache miss per row. Rows
+    /// appends-and-neighbours). The capture encoded the states; a helper thread copies them, with
+    /// their ids next to them, into chunk buffers in key order a chunk ahead of the inserts
+    /// (`ChunkedEncoder`): reading ids and states in sorted order is a cache miss or two per row. Rows
     /// are bound in place from the chunk's buffer, so a row costs no allocation; the pid is bound
     /// once.
     private func writeCustomers(_ s: PartitionSnapshot, pid: Int64) throws {
@@ -276,12 +276,14 @@ public final class CheckpointStore {
             stmt.reset()
             batch.reset()
         }
-        // Records are read in place: copying one out of the array cost a retain per array it
-        // holds, each a cache miss on a cold object (a fifth of the write's time).
-        let records = s.changedRecords
+        let states = s.changedStates
         do {
             try ChunkedEncoder.run(count: order.count, key: { ids[order[$0]] }, encode: { k, scratch in
-                CustomerRecordCodec.encode(records[order[k]], reusing: &scratch)
+                states.withBytes(order[k]) { b in
+                    if scratch.count < b.count { scratch = [UInt8](repeating: 0, count: max(b.count, 2 * scratch.count)) }
+                    scratch.withUnsafeMutableBytes { $0.copyMemory(from: b) }
+                    return b.count
+                }
             }, consume: { rows in
                 var i = 0
                 let n = CheckpointStore.rowsPerInsert

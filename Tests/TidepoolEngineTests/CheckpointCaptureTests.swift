@@ -56,7 +56,7 @@ final class CheckpointCaptureTests: XCTestCase {
     func contents(_ s: PartitionSnapshot) -> Contents {
         XCTAssertEqual(Set(s.changedIDs).count, s.changedIDs.count, "each changed customer once")
         var customers: [String: [UInt8]] = [:]
-        for (id, r) in zip(s.changedIDs, s.changedRecords) { customers[id] = CustomerRecordCodec.encode(r) }
+        for (id, state) in s.upserts { customers[id] = state }
         return Contents(maxEventTimeMs: s.maxEventTimeMs, streamTimeMs: s.streamTimeMs, stats: s.stats, customers: customers,
                         removed: s.removed, erased: s.erased.map(\.0))
     }

@@ -4,35 +4,54 @@ struct CheckpointCapture: Sendable {
     var slots: [Int32]
     var cursor = 0
     var snapshot: PartitionSnapshot
+    /// Where each customer is encoded before its bytes are appended to the snapshot.
+    var scratch: [UInt8] = []
     init(slots: [Int32], snapshot: PartitionSnapshot) {
         self.slots = slots
         self.snapshot = snapshot
     }
 }
 
-/// Customer records in chunks of 4,096: a capture appends up to millions of them a slice at a
-/// time, and one array would reallocate (copying everything so far) inside one slice, and a
-/// reservation for all of them up front cost tens of milliseconds of page faults in the cut.
-public struct RecordChunks: RandomAccessCollection, Sendable {
-    static let shift = 12
-    static let mask = (1 << shift) - 1
-    var chunks: [[CustomerRecord]] = []
-    public private(set) var count = 0
+/// Encoded customer states (`CustomerRecordCodec`), one after another in chunks of 64 KiB: a
+/// capture appends up to millions of them a slice at a time, where one array would reallocate
+/// (copying everything so far) inside one slice.
+public struct EncodedStates: RandomAccessCollection, Sendable {
+    /// Below glibc's mmap threshold (128 KiB): chunks come from the heap and reuse the memory of
+    /// earlier checkpoints. Fresh memory is what bounds a slice: on the benchmark VM, first
+    /// touches of a few hundred KiB (page faults) took ~10 ms, the longest slices of a first
+    /// checkpoint after start.
+    static let chunkBytes = 1 << 16
+    struct Span: Sendable {
+        var chunk: UInt32
+        var start: UInt32
+        var count: UInt32
+    }
+    var chunks: [[UInt8]] = []
+    var spans: [Span] = []
     public init() {}
     public var startIndex: Int { 0 }
-    public var endIndex: Int { count }
-    /// Borrowed in place (a copy would retain each of the record's arrays).
-    public subscript(i: Int) -> CustomerRecord {
-        _read { yield chunks[i >> Self.shift][i & Self.mask] }
+    public var endIndex: Int { spans.count }
+    /// A copy of state i.
+    public subscript(i: Int) -> [UInt8] { withBytes(i) { Array($0) } }
+    /// State i in place.
+    public func withBytes<R>(_ i: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        let s = spans[i]
+        return try chunks[Int(s.chunk)].withUnsafeBytes { all in
+            try body(UnsafeRawBufferPointer(rebasing: all[Int(s.start)..<Int(s.start + s.count)]))
+        }
     }
-    mutating func append(_ r: CustomerRecord) {
-        if count & Self.mask == 0 {
-            var c: [CustomerRecord] = []
-            c.reserveCapacity(1 << Self.shift)
+    /// Bytes of all states.
+    public var totalBytes: Int { chunks.reduce(0) { $0 + $1.count } }
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        if chunks.isEmpty || chunks[chunks.count - 1].count + bytes.count > Self.chunkBytes {
+            var c: [UInt8] = []
+            c.reserveCapacity(Swift.max(Self.chunkBytes, bytes.count))
             chunks.append(c)
         }
-        chunks[chunks.count - 1].append(r)
-        count += 1
+        let last = chunks.count - 1
+        let start = chunks[last].count
+        chunks[last].append(contentsOf: bytes)
+        spans.append(Span(chunk: UInt32(last), start: UInt32(start), count: UInt32(bytes.count)))
     }
 }
 
@@ -43,29 +62,17 @@ public struct PartitionSnapshot: Sendable {
     public var maxEventTimeMs: Int64
     public var streamTimeMs: Int64
     public var stats: PartitionStats
-    /// Ids of the changed customers, and their states at the same index. Copies of the records
-    /// share their arrays with the live engine (copy on write), so taking them is a retain per
-    /// array, not a copy of the data, and encoding happens later on the writer's thread. The ids
-    /// are an array of their own: the writer sorts them, and picking each out of an (id, record)
-    /// pair touched every cold record once more (a quarter of a second per million).
+    /// Ids of the changed customers, and their encoded states at the same index. The capture
+    /// encodes each customer as it copies it: a copy of the record instead (a retain per array
+    /// it holds, each a cache miss on a cold object) cost as much as encoding it, the writer's
+    /// thread then spent as long again encoding the copies, and every captured customer that
+    /// changed before the write had its arrays copied by copy on write. The ids are an array of
+    /// their own: the writer sorts them.
     public var changedIDs: [String]
-    public var changedRecords: RecordChunks
-    /// Changed customers, encoded (CustomerRecordCodec): computed on each call, off the pipeline thread.
+    public var changedStates: EncodedStates
+    /// The changed customers as (id, encoded state) pairs.
     public var upserts: [(String, [UInt8])] {
-        var scratch: [UInt8] = []
-        scratch.reserveCapacity(4096)
-        return zip(changedIDs, changedRecords).map { id, record in
-            CustomerRecordCodec.encode(record, into: &scratch)
-            // One exact-size allocation per customer (Array(scratch) would share the scratch
-            // buffer, and the next encode would then allocate a full-capacity copy).
-            let blob = scratch.withUnsafeBufferPointer { src in
-                [UInt8](unsafeUninitializedCapacity: src.count) { dst, n in
-                    _ = dst.initialize(from: src)
-                    n = src.count
-                }
-            }
-            return (id, blob)
-        }
+        changedIDs.indices.map { (changedIDs[$0], changedStates[$0]) }
     }
     /// Customers evicted or erased since the previous checkpoint.
     public var removed: [String]
@@ -100,7 +107,7 @@ extension Engine {
         ps.capture = CheckpointCapture(
             slots: ps.dirty,
             snapshot: PartitionSnapshot(partition: p, maxEventTimeMs: ps.maxEventTimeMs, streamTimeMs: ps.streamTimeMs,
-                                        stats: ps.stats, changedIDs: [], changedRecords: RecordChunks(),
+                                        stats: ps.stats, changedIDs: [], changedStates: EncodedStates(),
                                         removed: ps.removed, erased: ps.newlyErased))
         ps.capturingEpoch = ps.epoch
         ps.epoch = ps.epoch == .max ? 1 : ps.epoch + 1
@@ -171,10 +178,14 @@ extension Engine {
 
     private func capture(_ ps: inout PartitionState, _ slot: Int) {
         ps.customers[slot].dirtyEpoch = 0
-        if ps.customers[slot].live {
-            ps.capture!.snapshot.changedIDs.append(ps.ids[slot])
-            ps.capture!.snapshot.changedRecords.append(ps.customers[slot])
-        }
+        guard ps.customers[slot].live else { return }
+        var scratch = ps.capture!.scratch
+        ps.capture!.scratch = []  // uniquely referenced while encoding
+        // The record is read in place (through the subscript it was copied: a retain per array).
+        let n = ps.customers.withUnsafeBufferPointer { CustomerRecordCodec.encode($0[slot], reusing: &scratch) }
+        ps.capture!.snapshot.changedIDs.append(ps.ids[slot])
+        scratch.withUnsafeBytes { ps.capture!.snapshot.changedStates.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        ps.capture!.scratch = scratch
     }
 
     /// Records that the customer in `slot` changed in the current epoch (listed once per epoch).
