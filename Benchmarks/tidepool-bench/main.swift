@@ -332,9 +332,12 @@ do {
     line("WAL fold after the commit (writer thread)", tFold * 1000, "ms", "copies the checkpoint into the database file; nothing waits for it")
     let restored = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
     let t0r = nowNs()
+    let cpuR0 = cpuNs(), procR0 = cpuNs(CLOCK_PROCESS_CPUTIME_ID)
     for p in enginePartitions { _ = try! store.restore(p, into: restored) }
     let tRestore = Double(nowNs() - t0r) / 1e9
-    line("restore: read + decode + re-arm timers", tRestore * 1000, "ms", "\(restored.customerCount) customers (time to ready)")
+    let cpuRestore = Double(cpuNs() - cpuR0) / 1e9, procRestore = Double(cpuNs(CLOCK_PROCESS_CPUTIME_ID) - procR0) / 1e9
+    line("restore: read + decode + re-arm timers", tRestore * 1000, "ms",
+         "\(restored.customerCount) customers (time to ready); CPU: engine thread \(String(format: "%.2f", cpuRestore)) s, both \(String(format: "%.2f", procRestore)) s")
 }
 
 if sink == 42 { print("") }

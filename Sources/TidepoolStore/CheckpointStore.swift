@@ -411,7 +411,13 @@ public final class CheckpointStore {
                     }
                     return !chunk.ids.isEmpty
                 }, consume: { chunk in
-                    for i in chunk.ids.indices { engine.add(chunk.ids[i], chunk.records[i], to: &restoring) }
+                    // Moved out of the chunk (from its end: popLast moves, a subscript copies):
+                    // a copy retained each of the record's arrays here and the chunk's next
+                    // reuse released them on the helper thread, two atomic operations per array
+                    // on cold memory shared between the threads.
+                    while let record = chunk.records.popLast(), let id = chunk.ids.popLast() {
+                        engine.add(id, record, to: &restoring)
+                    }
                 })
             } catch let e as SQLiteError {
                 throw CheckpointError(message: "\(path): customer state of \(p) cannot be read: \(e.message)")

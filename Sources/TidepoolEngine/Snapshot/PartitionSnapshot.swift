@@ -241,7 +241,7 @@ extension Engine {
     }
 
     /// One restored customer; its timer is re-armed from its due instant.
-    public func add(_ id: String, _ record: CustomerRecord, to b: inout RestoringPartition) {
+    public func add(_ id: String, _ record: consuming CustomerRecord, to b: inout RestoringPartition) {
         var r = record
         let slot = b.ps.customers.count
         r.scheduledMs = .max
