@@ -178,6 +178,10 @@ def scrape(port):
             events += float(l.rsplit(" ", 1)[1])
         elif l.startswith('tidepool_segment_members{segment="'):
             members[l.split('"')[1]] = int(float(l.rsplit(" ", 1)[1]))
+        elif l.startswith('tidepool_checkpoint_stall_seconds{which="max"}'):
+            members["__stall_max_s"] = float(l.rsplit(" ", 1)[1])
+        elif l.startswith("tidepool_checkpoints_total"):
+            members["__checkpoints"] = int(float(l.rsplit(" ", 1)[1]))
     return events, members
 
 
@@ -399,6 +403,8 @@ def main():
             tp, tp_members = run_tidepool(bootstrap, a.events, tmp)
             line("tidepool end to end (1 pipeline thread)", tp, "events/s",
                  f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, checkpoints on")
+            line("  longest checkpoint stall in that run", tp_members.pop("__stall_max_s", float("nan")) * 1000, "ms",
+                 f"{tp_members.pop('__checkpoints', 0)} checkpoints (tidepool_checkpoint_stall_seconds, max)")
             if not a.no_latency:
                 # Half the measured maximum, and a light load. The Python producer and reader share the
                 # 2 cores with the daemon and the broker, so at high rates they add their own delay.

@@ -76,7 +76,7 @@ public enum PrometheusExposition {
         w.family("tidepool_checkpoint_fold_seconds", "gauge",
                  "Duration of the last WAL fold: the copy of a committed checkpoint into the database file (writer thread; nothing waits for it)")
         w.sample("tidepool_checkpoint_fold_seconds", [], c.lastFoldMs / 1000)
-        w.family("tidepool_checkpoint_stall_seconds", "gauge", "How long taking a checkpoint stopped processing: last and longest")
+        w.family("tidepool_checkpoint_stall_seconds", "gauge", "Longest single hold of the processing thread by a periodic checkpoint (its cut or one slice): last and longest")
         w.sample("tidepool_checkpoint_stall_seconds", [("which", "last")], c.lastCheckpointStallMs / 1000)
         w.sample("tidepool_checkpoint_stall_seconds", [("which", "max")], c.maxCheckpointStallMs / 1000)
         w.family("tidepool_config_reloads_total", "counter", "SIGHUP reloads by result")
