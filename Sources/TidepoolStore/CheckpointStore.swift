@@ -65,7 +65,11 @@ public final class CheckpointStore {
             // No automatic WAL checkpoint: it ran inside the commit of every large checkpoint and
             // copied it all a second time (2 s of a 5 s write for 1M customers); `foldWAL()` does
             // it after the commit instead.
-            try conn.exec("PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-131072; PRAGMA wal_autocheckpoint=0;")
+            // The file memory-mapped for reads (up to SQLite's 2 GiB cap): the integrity check and
+            // the restore read pages in place instead of copying each through read(); on 1M
+            // customers the open went 751 -> 164 ms and the restore 3.3 -> 2.6 s. SQLite maps the
+            // file read-only; an I/O error while reading becomes SIGBUS (systemd restarts us).
+            try conn.exec("PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-131072; PRAGMA wal_autocheckpoint=0; PRAGMA mmap_size=2147418112;")
             let check = try conn.scalarText("PRAGMA quick_check") ?? "no answer"
             guard check == "ok" else { throw CheckpointError(message: "\(path): integrity check failed: \(check)") }
             try conn.exec("""
