@@ -113,6 +113,39 @@ final class CheckpointStoreTests: XCTestCase {
         XCTAssertEqual(second.segmentSizes, uninterrupted.segmentSizes)
     }
 
+    /// A revoke or shutdown during a sliced checkpoint writes the capture (state at its cut) and a
+    /// one-call checkpoint of what changed since, in one transaction: the file then holds the
+    /// state and offsets of the later one, with the customers evicted in between gone.
+    func testCaptureAndLaterCheckpointInOneTransactionRestoreTheLaterState() throws {
+        let events = stream(1800)
+        let e = try makeEngine()
+        var offsets: [PartitionID: Int64] = [:]
+        for (k, (p, ev)) in events.prefix(1000).enumerated() {
+            e.apply(ev, partition: p) { _ in }
+            offsets[p] = Int64(k + 1)
+        }
+        let held = e.partitions.keys.sorted { $0.partition < $1.partition }
+        let cutOffsets = offsets
+        for p in held { XCTAssertTrue(e.beginCheckpoint(p)) }
+        for (k, (p, ev)) in events.enumerated().dropFirst(1000) {
+            e.apply(ev, partition: p) { _ in }
+            offsets[p] = Int64(k + 1)
+            for q in held { _ = e.continueCheckpoint(q, budget: 0) }  // nothing but copy on write
+        }
+        XCTAssertGreaterThan(e.partitions.values.reduce(0) { $0 + $1.stats.evicted }, 0, "the stream evicts customers")
+        var snaps: [(PartitionSnapshot, nextOffset: Int64)] = []
+        for p in held { snaps.append((try XCTUnwrap(e.continueCheckpoint(p, budget: .max)), nextOffset: cutOffsets[p]!)) }
+        for p in held { snaps.append((try XCTUnwrap(e.takeCheckpoint(p)), nextOffset: offsets[p]!)) }
+        let path = dir.appendingPathComponent("merged.sqlite").path
+        try CheckpointStore(path: path, configVersion: "v1").write(snaps)
+
+        let store = try CheckpointStore(path: path, configVersion: "v1")
+        let restored = try makeEngine()
+        for p in held { XCTAssertEqual(try store.restore(p, into: restored)?.nextOffset, offsets[p], "the later offset of \(p)") }
+        XCTAssertEqual(encodedStates(restored), encodedStates(e), "the state of the later checkpoint")
+        XCTAssertEqual(restored.segmentSizes, e.segmentSizes)
+    }
+
     func testCorruptAndForeignFilesAreRefusedWithAReason() throws {
         let garbage = dir.appendingPathComponent("garbage.sqlite")
         try Data(repeating: 0x5A, count: 8192).write(to: garbage)
