@@ -465,9 +465,10 @@ public final class Pipeline: RebalanceListener {
     /// Starts a periodic checkpoint of every partition held, without stopping processing for
     /// longer than `state.checkpoint_slice`: the cut (the state every partition has now, the input
     /// offsets it reflects and the trigger topic's acknowledged ends) is taken in constant time;
-    /// the changed customers are copied a slice per loop turn, or just before an event changes
-    /// one (`Engine.beginCheckpoint`). Once all are copied and every record produced before the
-    /// cut is acknowledged, the writer thread writes it; Kafka offsets are committed after that.
+    /// the changed customers are encoded a slice per loop turn, or just before an event or timer
+    /// changes one (`Engine.beginCheckpoint`). Once all are encoded and every record produced
+    /// before the cut is acknowledged, the writer thread writes it; Kafka offsets are committed
+    /// after that.
     /// The trigger ends recorded can lie before triggers produced before the cut and acknowledged
     /// later; a restore then reads a little more of the topic back, which only suppresses more.
     private func startCheckpoint() {
@@ -482,12 +483,12 @@ public final class Pipeline: RebalanceListener {
         }
         staged = StagedCheckpoint(capturing: capturing, nextOffsets: offsets, outputs: outputEnds(), cutSeq: currentSeq,
                                   segments: engine.config.segments.segments.map { ($0.name, $0.rule) })
-        noteStall(since: started)
-        continueStagedCheckpoint()
+        continueStagedCheckpoint(heldSince: started)
     }
 
     /// One slice of the staged checkpoint; submits it to the writer once complete and acknowledged.
-    private func continueStagedCheckpoint() {
+    /// `heldSince`: when this loop turn's hold began (the cut, when it was taken in this turn).
+    private func continueStagedCheckpoint(heldSince: UInt64? = nil) {
         guard var st = staged, let writer else { return }
         let started = WallClock.monotonicNs()
         let budgetNs = UInt64(config.state.checkpointSliceMs) * 1_000_000
@@ -499,7 +500,7 @@ public final class Pipeline: RebalanceListener {
                 st.capturing.removeFirst()  // released since the cut
             }
         }
-        noteStall(since: started)
+        noteStall(since: heldSince ?? started)
         if st.capturing.isEmpty && tracker.allDelivered(through: st.cutSeq) && !writer.inFlight {
             submit(st)
             staged = nil
@@ -518,15 +519,20 @@ public final class Pipeline: RebalanceListener {
     private func finishStagedCheckpoint(deadlineMs: Int64) {
         guard var st = staged, let writer else { return }
         staged = nil
-        for p in st.capturing {
-            if let s = engine.continueCheckpoint(p, budget: .max), let next = st.nextOffsets[p] { st.snapshots.append((s, nextOffset: next)) }
-        }
-        st.capturing = []
+        complete(&st)
         flushOutput(deadlineMs: deadlineMs)
         guard deliveryFailure == nil else { return }
         if let c = writer.wait() { checkpointCompleted(c) }
         submit(st)
         if let c = writer.wait() { checkpointCompleted(c) }
+    }
+
+    /// Encodes what is left of the staged checkpoint's captures, at once.
+    private func complete(_ st: inout StagedCheckpoint) {
+        for p in st.capturing {
+            if let s = engine.continueCheckpoint(p, budget: .max), let next = st.nextOffsets[p] { st.snapshots.append((s, nextOffset: next)) }
+        }
+        st.capturing = []
     }
 
     /// The end of each trigger-topic partition as acknowledged, held back before ids a replay has
@@ -554,9 +560,7 @@ public final class Pipeline: RebalanceListener {
         var snapshots: [(PartitionSnapshot, nextOffset: Int64)] = []
         if var st = staged {
             staged = nil
-            for p in st.capturing {
-                if let s = engine.continueCheckpoint(p, budget: .max), let next = st.nextOffsets[p] { st.snapshots.append((s, nextOffset: next)) }
-            }
+            complete(&st)
             snapshots = st.snapshots
         }
         for p in engine.partitions.keys.sorted(by: { ($0.topic, $0.partition) < ($1.topic, $1.partition) }) {
