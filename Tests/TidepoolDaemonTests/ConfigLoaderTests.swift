@@ -146,6 +146,12 @@ final class ConfigLoaderTests: XCTestCase {
         expectError("log:\n  level: loud\n", line: 2, column: 10, contains: "log.level")
         expectError("kafka:\n  consumer:\n    enable.auto.offset.store: true\n", line: 3, column: 5, contains: "must stay false")
         expectError("kafka:\n  group_id: a\n  group_id: b\n", line: 2, column: 3, contains: "duplicate key 'group_id'")
+        expectError("state:\n  checkpoint_slice: 0ms\n", line: 2, column: 21, contains: "at least 1ms")
+    }
+
+    func testCheckpointSlice() throws {
+        XCTAssertEqual(TidepoolConfig().state.checkpointSliceMs, 5)
+        XCTAssertEqual(try load("state:\n  checkpoint_slice: 20ms\n").state.checkpointSliceMs, 20)
     }
 }
 
