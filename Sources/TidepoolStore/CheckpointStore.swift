@@ -265,7 +265,7 @@ public final class CheckpointStore {
     /// The changed customers of one snapshot, in key order (random B-tree inserts become
     /// appends-and-neighbours). The capture encoded the states; a helper thread copies them, with
     /// their ids next to them, into chunk buffers in key order a chunk ahead of the inserts
-    /// (`ChunkedEncoder`): reading ids and states in sorted order is a cache miss or two per row. Rows
+    /// (`ChunkedRows`): reading ids and states in sorted order is a cache miss or two per row. Rows
     /// are bound in place from the chunk's buffer, so a row costs no allocation; the pid is bound
     /// once.
     private func writeCustomers(_ s: PartitionSnapshot, pid: Int64) throws {
@@ -282,12 +282,8 @@ public final class CheckpointStore {
         }
         let states = s.changedStates
         do {
-            try ChunkedEncoder.run(count: order.count, key: { ids[order[$0]] }, encode: { k, scratch in
-                states.withBytes(order[k]) { b in
-                    if scratch.count < b.count { scratch = [UInt8](repeating: 0, count: max(b.count, 2 * scratch.count)) }
-                    scratch.withUnsafeMutableBytes { $0.copyMemory(from: b) }
-                    return b.count
-                }
+            try ChunkedRows.run(count: order.count, key: { ids[order[$0]] }, value: { k, bytes in
+                states.withBytes(order[k]) { bytes.append(contentsOf: $0) }
             }, consume: { rows in
                 var i = 0
                 let n = CheckpointStore.rowsPerInsert
@@ -400,7 +396,7 @@ public final class CheckpointStore {
                 try HelperThread.run((DecodedChunk(), DecodedChunk()), produce: { chunk in
                     chunk.ids.removeAll(keepingCapacity: true)
                     chunk.records.removeAll(keepingCapacity: true)
-                    while !exhausted && chunk.ids.count < ChunkedEncoder.chunkRows {
+                    while !exhausted && chunk.ids.count < ChunkedRows.chunkRows {
                         guard try rows.step() else {
                             exhausted = true
                             break

@@ -5,8 +5,8 @@ import TidepoolEngine
 /// caller's thread `consume`s the previous one. Two buffers alternate, handed over by semaphores,
 /// so neither thread ever touches a buffer the other holds.
 ///
-/// The checkpoint uses it both ways: writing, the helper encodes records while the caller inserts
-/// rows into SQLite; restoring, the helper reads and decodes rows while the caller puts the
+/// The checkpoint uses it both ways: writing, the helper lays out encoded rows in key order while the caller inserts
+/// them into SQLite; restoring, the helper reads and decodes rows while the caller puts the
 /// customers into the engine. On this 2-core machine each of those was about a third of its
 /// single-threaded loop.
 ///
@@ -87,27 +87,26 @@ enum HelperThread {
     }
 }
 
-/// Encodes rows on a helper thread, one chunk ahead of the caller that consumes them (the
-/// checkpoint writer inserts chunk k into SQLite while chunk k+1 is being encoded).
-enum ChunkedEncoder {
+/// Lays rows out on a helper thread, one chunk ahead of the caller that consumes them (the
+/// checkpoint writer inserts chunk k into SQLite while chunk k+1 is being laid out in key order).
+enum ChunkedRows {
     /// Rows per chunk: large enough that handing over is rare, small enough that both threads
     /// start working early.
     static let chunkRows = 2048
 
     final class Chunk {
-        /// Per row: its key's bytes, then its encoded bytes.
+        /// Per row: its key's bytes, then its value's bytes.
         var bytes: [UInt8] = []
-        /// Per row: where its key ends and where its bytes end.
+        /// Per row: where its key ends and where its value ends.
         var ends: [Int] = []
 
-        func fill(_ range: Range<Int>, key: (Int) -> String, encode: (Int, inout [UInt8]) -> Int, scratch: inout [UInt8]) {
+        func fill(_ range: Range<Int>, key: (Int) -> String, value: (Int, inout [UInt8]) -> Void) {
             bytes.removeAll(keepingCapacity: true)
             ends.removeAll(keepingCapacity: true)
             for k in range {
                 bytes.append(contentsOf: key(k).utf8)
                 ends.append(bytes.count)
-                let n = encode(k, &scratch)
-                bytes.append(contentsOf: scratch[0..<n])
+                value(k, &bytes)
                 ends.append(bytes.count)
             }
         }
@@ -130,18 +129,16 @@ enum ChunkedEncoder {
         }
     }
 
-    /// `encode(k, &scratch)` writes row k's bytes at the start of `scratch` (growing it when
-    /// needed) and returns their count. `consume` receives the rows 0..<count in order, a chunk at
-    /// a time, each row with the UTF-8 of `key(k)` (copied by the helper, so that the consumer
-    /// reads nothing but the chunk, in order).
-    static func run(count: Int, key: @escaping (Int) -> String, encode: @escaping (Int, inout [UInt8]) -> Int,
+    /// `value(k, &bytes)` appends row k's value to `bytes`. `consume` receives the rows
+    /// 0..<count in order, a chunk at a time, each row with the UTF-8 of `key(k)` (copied by the
+    /// helper, so that the consumer reads nothing but the chunk, in order).
+    static func run(count: Int, key: @escaping (Int) -> String, value: @escaping (Int, inout [UInt8]) -> Void,
                     consume: (Rows) throws -> Void) throws {
         guard count > 0 else { return }
-        var scratch: [UInt8] = []
         if count <= chunkRows {
             // One chunk: a thread handover would only add latency.
             let chunk = Chunk()
-            chunk.fill(0..<count, key: key, encode: encode, scratch: &scratch)
+            chunk.fill(0..<count, key: key, value: value)
             try chunk.withRows(consume)
             return
         }
@@ -149,7 +146,7 @@ enum ChunkedEncoder {
         try HelperThread.run((Chunk(), Chunk()), produce: { b in
             guard next < count else { return false }
             let end = min(count, next + chunkRows)
-            b.fill(next..<end, key: key, encode: encode, scratch: &scratch)
+            b.fill(next..<end, key: key, value: value)
             next = end
             return true
         }, consume: { b in try b.withRows(consume) })

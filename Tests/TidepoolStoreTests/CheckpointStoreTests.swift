@@ -174,7 +174,7 @@ final class CheckpointStoreTests: XCTestCase {
                                      amount: k % 5 == 0 ? Money(major: 20) : nil, currency: k % 5 == 0 ? "CNY" : nil)
             e.apply(ev, partition: ps[k % 9_000 % 2]) { _ in }
         }
-        XCTAssertGreaterThan(e.dirtyCount, 2 * ChunkedEncoder.chunkRows)
+        XCTAssertGreaterThan(e.dirtyCount, 2 * ChunkedRows.chunkRows)
         try store.write(ps.compactMap { e.takeCheckpoint($0) }.map { ($0, nextOffset: Int64(1)) })
         for k in 0..<3_000 {  // some customers change again
             e.apply(TouchpointEvent(eventID: "f\(k)", customerID: "c\(k * 3)", type: .addToCart, channel: "wecom",
@@ -208,17 +208,15 @@ final class CheckpointStoreTests: XCTestCase {
         XCTAssertNil(restored.partitions[p])
     }
 
-    /// The encoder thread stops when the consumer fails, and `run` returns only after it has.
-    func testChunkedEncoderStopsItsHelperWhenTheConsumerThrows() {
+    /// The helper thread stops when the consumer fails, and `run` returns only after it has.
+    func testChunkedRowsStopItsHelperWhenTheConsumerThrows() {
         struct Stop: Error {}
         final class Count: @unchecked Sendable { var encoded = 0 }
         let count = Count()
         var consumed: [Int] = []
-        XCTAssertThrowsError(try ChunkedEncoder.run(count: 50_000, key: { "id\($0)" }, encode: { k, scratch in
+        XCTAssertThrowsError(try ChunkedRows.run(count: 50_000, key: { "id\($0)" }, value: { k, bytes in
             count.encoded += 1
-            if scratch.count < 8 { scratch = [UInt8](repeating: 0, count: 8) }
-            withUnsafeBytes(of: UInt64(k).littleEndian) { for i in 0..<8 { scratch[i] = $0[i] } }
-            return 8
+            withUnsafeBytes(of: UInt64(k).littleEndian) { bytes.append(contentsOf: $0) }
         }, consume: { rows in
             for i in 0..<rows.count {
                 let k = consumed.count
@@ -232,7 +230,7 @@ final class CheckpointStoreTests: XCTestCase {
         XCTAssertEqual(consumed, Array(0..<5_000), "rows arrive in order, each once")
         let atReturn = count.encoded
         // At most the failing chunk and the one after it were encoded; the helper is finished.
-        XCTAssertLessThanOrEqual(atReturn, (5_000 / ChunkedEncoder.chunkRows + 2) * ChunkedEncoder.chunkRows)
+        XCTAssertLessThanOrEqual(atReturn, (5_000 / ChunkedRows.chunkRows + 2) * ChunkedRows.chunkRows)
         XCTAssertEqual(count.encoded, atReturn)
     }
 

@@ -123,9 +123,8 @@ extension Engine {
     /// capture), nil while some remain or when no capture is in progress.
     public func continueCheckpoint(_ p: PartitionID, budget: Int) -> PartitionSnapshot? {
         var snapshot: PartitionSnapshot?
-        guard partitions[p]?.capture != nil else { return nil }
+        guard isCapturing(p) else { return nil }  // (withPartition would create a partition not held)
         withPartition(p) { ps in
-            guard ps.capture != nil else { return }
             captureSlice(&ps, budget: budget)
             guard ps.capturingEpoch == 0 else { return }
             snapshot = ps.capture!.snapshot
