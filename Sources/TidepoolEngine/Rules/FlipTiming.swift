@@ -267,11 +267,12 @@ struct FlipTiming: Sendable {
     /// The earliest instant after `t` at which any segment's membership can flip; each segment's
     /// own instant is left in `segNext` (indexed like the segments, `.max`: only an event can).
     /// `bits` are the memberships at `t`; `counts`, `sums` and `truths` what the programs computed
-    /// at `t`.
+    /// at `t`. Only the segments in `mask` are computed (and count towards the result); the
+    /// others' instants are read from `segNext` where a computed segment refers to them.
     func next(_ a: borrowing CustomerAggregates, after t: Int64, returnedAtMs: Int64, bits: UInt64,
               windowTerms: WindowTerms, counts: UnsafeMutableBufferPointer<Int64>, sums: UnsafeMutableBufferPointer<Int64>,
               from: UnsafeMutableBufferPointer<UInt32>, truths: UnsafeMutablePointer<Bool>,
-              segNext: UnsafeMutableBufferPointer<Int64>) -> Int64 {
+              segNext: UnsafeMutableBufferPointer<Int64>, mask: UInt64 = .max) -> Int64 {
         let to = CustomerAggregates.hour(t)
         return withUnsafeTemporaryAllocation(of: (truth: Bool, needed: Bool, at: Int64).self, capacity: max(nodes.count, 1)) { node in
                 nodes.withUnsafeBufferPointer { nodes in
@@ -314,7 +315,7 @@ struct FlipTiming: Sendable {
                                     return Decider(or: or, left: node[lc].truth, right: node[rc].truth)
                                 }
                                 var earliest = Int64.max
-                                for r in runs {
+                                for r in runs where mask & (1 << UInt64(r.segment)) != 0 {
                                     switch r.shape {
                                     case .atom(let i):
                                         let at = atomInstant(Int(i))

@@ -107,12 +107,15 @@ public struct SegmentSet: Sendable, Equatable {
         let allTerms: RuleTiming.Terms
         nonisolated(unsafe) let explanationParts: [[(String, RuleExpr)]]
         let models: ModelConfig
+        /// What can change when (`EvaluationScope`).
+        let scope: EvaluationScope
         init(segments: [Segment], order: [Int], programs: [RuleProgram], windowTerms: WindowTerms, allTerms: RuleTiming.Terms,
              explanationParts: [[(String, RuleExpr)]], models: ModelConfig) {
             self.segments = segments; self.order = order; self.windowTerms = windowTerms
             table = ProgramTable(programs, order: order)
             flip = FlipTiming(programs: programs, table: table, windowTerms: windowTerms, models: models)
             self.allTerms = allTerms; self.explanationParts = explanationParts; self.models = models
+            scope = EvaluationScope(segments.map(\.expr), order: order)
         }
     }
     let compiled: Compiled
@@ -204,6 +207,24 @@ public struct SegmentSet: Sendable, Equatable {
         evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: true)
     }
 
+    /// The engine's incremental evaluation: only the segments in `mask` (closed under
+    /// `in_segment`, see `EvaluationScope`) are evaluated at `now`; every other segment keeps its
+    /// bit from `stored` and its next flip in `segNext`, which holds each segment's next possible
+    /// flip (indexed like `segments`) and receives the new instants of the segments in `mask`.
+    /// Returns the memberships at `now`.
+    /// `flips` holds the rows of many customers; this one's starts at `row`.
+    @inline(__always)
+    func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
+                  stored: UInt64, mask: UInt64, flips: inout [Int64], row: Int) -> UInt64 {
+        let n = segments.count
+        return flips.withUnsafeMutableBufferPointer { all in
+            evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: true,
+                     perSegment: UnsafeMutableBufferPointer(rebasing: all[row..<(row + n)]), stored: stored, mask: mask).bits
+        }
+    }
+
+    var scope: EvaluationScope { compiled.scope }
+
     /// Each segment's next possible flip after `now` (indexed like `segments`; `.max`: only an
     /// event can flip it), as the engine's timer computes it. For explanations and inspection.
     func nextFlips(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64 = .min) -> [Int64] {
@@ -216,7 +237,8 @@ public struct SegmentSet: Sendable, Equatable {
 
     @inline(__always)
     private func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
-                          withNextFlip: Bool, perSegment: UnsafeMutableBufferPointer<Int64>? = nil) -> (bits: UInt64, nextFlip: Int64) {
+                          withNextFlip: Bool, perSegment: UnsafeMutableBufferPointer<Int64>? = nil,
+                          stored: UInt64 = 0, mask: UInt64 = .max) -> (bits: UInt64, nextFlip: Int64) {
         let c = compiled
         let n = max(c.windowTerms.count, 1)
         return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * n) { buf in
@@ -230,8 +252,10 @@ public struct SegmentSet: Sendable, Equatable {
                     let bits = c.table.ops.withUnsafeBufferPointer { ops in
                         c.table.runs.withUnsafeBufferPointer { runs in
                             withUnsafeTemporaryAllocation(of: Double.self, capacity: c.table.maxDepth) { stack in
-                                var bits: UInt64 = 0
-                                for r in runs where RuleProgram.run(
+                                // Segments outside the mask keep their stored truth; those inside are
+                                // evaluated in dependency order, so `in_segment` reads current bits.
+                                var bits: UInt64 = stored & ~mask
+                                for r in runs where mask & (1 << UInt64(r.segment)) != 0 && RuleProgram.run(
                                     UnsafeBufferPointer(rebasing: ops[r.start..<r.end]), stack: stack, a, now: now,
                                     channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs,
                                     counts: counts, sums: sums, atoms: truths) {
@@ -244,7 +268,8 @@ public struct SegmentSet: Sendable, Equatable {
                     guard withNextFlip else { return (bits, .max) }
                     if let perSegment {
                         let next = c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
-                                               counts: counts, sums: sums, from: from, truths: truths, segNext: perSegment)
+                                               counts: counts, sums: sums, from: from, truths: truths, segNext: perSegment,
+                                               mask: mask)
                         return (bits, next)
                     }
                     return withUnsafeTemporaryAllocation(of: Int64.self, capacity: max(c.segments.count, 1)) { segNext in
