@@ -28,10 +28,14 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // A CPU cache prefetch hint (`__builtin_prefetch`, which Swift cannot express) for the
+        // engine's batched apply. No I/O and no effect on results.
+        .target(name: "CPrefetch"),
         // Pure engine: events, decoding, per-partition customer state, trigger rules.
         // No I/O, no clock: every call takes the time it should use.
         .target(
             name: "TidepoolEngine",
+            dependencies: ["CPrefetch"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         // Thin Swift layer over librdkafka: batch consumer, idempotent producer, mock cluster.

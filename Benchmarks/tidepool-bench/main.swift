@@ -192,23 +192,38 @@ let engineInputs: [([UInt8], [UInt8], Int)] = (0..<engineEvents).map { k in
     let key = Array("c\(c)".utf8)
     return (Array(json.utf8), key, Int(StableHash.hash64(key) & 7))
 }
+// A consumer hands records over in runs of one partition (librdkafka's batch consume returns a
+// fetch's records together): the inputs, still in time order within each partition, are grouped
+// into runs of up to 64 records of one partition, as they fill.
+let runLength = 64
+var engineRuns: [[Int]] = []
+do {
+    var pending = [[Int]](repeating: [], count: 8)
+    for (k, input) in engineInputs.enumerated() {
+        pending[input.2].append(k)
+        if pending[input.2].count == runLength { engineRuns.append(pending[input.2]); pending[input.2] = [] }
+    }
+    engineRuns += pending.filter { !$0.isEmpty }
+}
 let before = allocatedBytes()
 let bigEngine = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
 let enginePartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
 var transitionsOut = 0
 let engineNow = baseTime + 61 * 86_400_000
 let t0e = nowNs()
-for (k, input) in engineInputs.enumerated() where only != "campaigns" {
-    input.0.withUnsafeBytes { p in
-        input.1.withUnsafeBytes { kb in
-            guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
-            // Partition by customer, as Kafka's key partitioning does.
-            bigEngine.apply(e, partition: enginePartitions[input.2]) { o in
-                if case .transition = o { transitionsOut += 1 }
+for run in engineRuns where only != "campaigns" {
+    for k in run {
+        let input = engineInputs[k]
+        input.0.withUnsafeBytes { p in
+            input.1.withUnsafeBytes { kb in
+                guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
+                // Partition by customer, as Kafka's key partitioning does.
+                bigEngine.apply(e, partition: enginePartitions[input.2]) { o in
+                    if case .transition = o { transitionsOut += 1 }
+                }
             }
         }
     }
-    _ = k
 }
 let engineSeconds = Double(nowNs() - t0e) / 1e9
 let replayTimers = enginePartitions.reduce(Int64(0)) { $0 + (bigEngine.stats($1)?.timersFired ?? 0) }
@@ -217,6 +232,54 @@ line("decode + aggregates + 10 segments (1 core)", Double(engineEvents) / engine
      "\(engineEvents) events, \(bigEngine.customerCount) customers, \(transitionsOut) transitions, \(replayTimers) timers")
 line("memory per customer (resident, all structures)", Double(after - before) / Double(bigEngine.customerCount), "bytes",
      "\(bigEngine.customerCount) customers, ~\(eventsPerCustomer) events each")
+// The same replay through the batched apply (a run at a time: customers looked up and their
+// state prefetched first) against one event at a time, in two fresh engines whose runs alternate
+// in blocks of 64 runs, so that both see the same machine (this VM's memory speed moves by 2x
+// within minutes; back-to-back runs could not compare them). Their transitions must be equal.
+if only == "engine" || only == "" {
+    let single = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
+    let batched = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
+    var batch: [TouchpointEvent] = []
+    batch.reserveCapacity(runLength)
+    var singleNs: UInt64 = 0, batchedNs: UInt64 = 0
+    var singleTransitions = 0, batchedTransitions = 0
+    var next = 0
+    while next < engineRuns.count {
+        let block = engineRuns[next..<min(next + 64, engineRuns.count)]
+        next += 64
+        let t0 = nowNs()
+        for run in block {
+            for k in run {
+                let input = engineInputs[k]
+                input.0.withUnsafeBytes { p in
+                    input.1.withUnsafeBytes { kb in
+                        guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
+                        single.apply(e, partition: enginePartitions[input.2]) { o in if case .transition = o { singleTransitions += 1 } }
+                    }
+                }
+            }
+        }
+        let t1 = nowNs()
+        for run in block {
+            batch.removeAll(keepingCapacity: true)
+            for k in run {
+                let input = engineInputs[k]
+                input.0.withUnsafeBytes { p in
+                    input.1.withUnsafeBytes { kb in
+                        if let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) { batch.append(e) }
+                    }
+                }
+            }
+            batched.apply(batch, partition: enginePartitions[engineInputs[run[0]].2]) { o in if case .transition = o { batchedTransitions += 1 } }
+        }
+        batchedNs += nowNs() - t1
+        singleNs += t1 - t0
+    }
+    line("... one event at a time, alternating (A)", Double(engineEvents) * 1e9 / Double(singleNs), "events/s", "\(singleTransitions) transitions")
+    line("... runs of \(runLength), batched apply (B)", Double(engineEvents) * 1e9 / Double(batchedNs), "events/s",
+         "\(batchedTransitions) transitions" + (batchedTransitions == singleTransitions ? "" : " MISMATCH"))
+    print(String(format: "%@%14.2f x", "batched apply speed-up (B / A, same run)".padding(toLength: 44, withPad: " ", startingAt: 0), Double(singleNs) / Double(batchedNs)))
+}
 if only == "engine" { exit(0) }
 if only != "checkpoint" {
 if only != "campaigns" {

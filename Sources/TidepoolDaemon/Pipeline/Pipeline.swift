@@ -309,9 +309,9 @@ public final class Pipeline: RebalanceListener {
             if msg.valueIsNull { throw DecodeFailure(.invalidJSON, "record has a null value") }
             let event = try decoder.decode(msg.value, key: keyCheck, nowMs: nowMs)
             counters.eventsByType[Int(event.type.rawValue)] += 1
-            engine.apply(event, partition: runPartitionID) { output in
-                route(output, nowMs: nowMs)
-            }
+            batch.append(event)
+            batchNowMs = nowMs
+            if batch.count == Self.batchLength { applyBatch() }
         } catch {
             deadLetter(msg, error)
         }
@@ -326,7 +326,27 @@ public final class Pipeline: RebalanceListener {
         }
     }
 
+    /// Decoded events of the current run, applied together (`Engine.apply` of a run looks every
+    /// customer up and prefetches their state first: 1.1-1.2x the events/s of one at a time with
+    /// 1M customers, `tidepool-bench`). A run ends at a partition change, at this length, and at
+    /// the end of each poll; its events are applied before its offset is recorded.
+    private static let batchLength = 64
+    private var batch: [TouchpointEvent] = {
+        var b: [TouchpointEvent] = []
+        b.reserveCapacity(Pipeline.batchLength)
+        return b
+    }()
+    private var batchNowMs: Int64 = 0
+
+    private func applyBatch() {
+        guard !batch.isEmpty else { return }
+        let now = batchNowMs
+        engine.apply(batch, partition: runPartitionID) { output in route(output, nowMs: now) }
+        batch.removeAll(keepingCapacity: true)
+    }
+
     private func endRun() {
+        applyBatch()
         guard runNext >= 0 else { return }
         tracker.processed(topic: runTopic, partition: runPartition, offset: runNext - 1)
         let name = runPartitionID.description

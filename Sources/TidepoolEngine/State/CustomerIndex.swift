@@ -1,3 +1,5 @@
+import CPrefetch
+
 /// Customer id -> slot, for one partition: open addressing with linear probing on the id's
 /// 64-bit stable hash, checked against the stored id (so two ids with the same hash stay two
 /// customers).
@@ -40,6 +42,34 @@ struct CustomerIndex: Sendable {
                     let k = hashes[i]
                     if k == 0 { return nil }
                     if k == h && ids[Int(slots[i])] == id { return i }
+                    i = (i + 1) & mask
+                }
+            }
+        }
+    }
+
+    /// Asks the CPU to bring the table entries where `hash` starts probing into cache.
+    @inline(__always)
+    func prefetch(hash: UInt64) {
+        guard count > 0 else { return }
+        let i = Int(truncatingIfNeeded: Self.stored(hash)) & mask
+        hashes.withUnsafeBufferPointer { tp_prefetch($0.baseAddress! + i) }
+        slots.withUnsafeBufferPointer { tp_prefetch($0.baseAddress! + i) }
+    }
+
+    /// The slot of the first entry with this hash, without checking the id: a prefetch hint
+    /// only (-1 when none). `find` decides.
+    @inline(__always)
+    func likelySlot(hash: UInt64) -> Int32 {
+        guard count > 0 else { return -1 }
+        let h = Self.stored(hash)
+        return hashes.withUnsafeBufferPointer { hashes in
+            slots.withUnsafeBufferPointer { slots in
+                var i = Int(truncatingIfNeeded: h) & mask
+                while true {
+                    let k = hashes[i]
+                    if k == 0 { return -1 }
+                    if k == h { return slots[i] }
                     i = (i + 1) & mask
                 }
             }
