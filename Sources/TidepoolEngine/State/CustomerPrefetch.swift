@@ -18,23 +18,30 @@ enum CustomerPrefetch {
                 base + MemoryLayout<CustomerAggregates>.offset(of: \CustomerAggregates.recentIDs)!)
     }()
 
-    /// The record, the id and the row of next flips of `slot`.
+    /// The record, the id and the row of next flips of `slot`. (It takes the partition's arrays,
+    /// not the partition: passing the partition state copied it, a retain of each of its arrays.)
     @inline(__always)
-    static func record(_ ps: borrowing PartitionState, _ slot: Int32, segments: Int) {
-        guard slot >= 0, Int(slot) < ps.customers.count else { return }
+    static func record(_ customers: UnsafeBufferPointer<CustomerRecord>, _ ids: UnsafeBufferPointer<String>,
+                       _ flips: UnsafeBufferPointer<Int64>, _ slot: Int32, segments: Int) {
+        guard slot >= 0, Int(slot) < customers.count else { return }
         let s = Int(slot)
-        ps.customers.withUnsafeBufferPointer { cs in
-            let p = UnsafeRawPointer(cs.baseAddress! + s)
-            // A record spans up to three cache lines.
-            tp_prefetch(p)
-            tp_prefetch(p + 64)
-            tp_prefetch(p + MemoryLayout<CustomerRecord>.size - 1)
+        let p = UnsafeRawPointer(customers.baseAddress! + s)
+        // A record spans up to three cache lines.
+        tp_prefetch(p)
+        tp_prefetch(p + 64)
+        tp_prefetch(p + MemoryLayout<CustomerRecord>.size - 1)
+        if s < ids.count { tp_prefetch(ids.baseAddress! + s) }
+        if segments > 0 && (s + 1) * segments <= flips.count {
+            tp_prefetch(flips.baseAddress! + s * segments)
+            tp_prefetch(flips.baseAddress! + s * segments + segments - 1)
         }
-        ps.ids.withUnsafeBufferPointer { tp_prefetch($0.baseAddress! + s) }
-        if segments > 0 && (s + 1) * segments <= ps.flips.count {
-            ps.flips.withUnsafeBufferPointer { f in
-                tp_prefetch(f.baseAddress! + s * segments)
-                tp_prefetch(f.baseAddress! + s * segments + segments - 1)
+    }
+
+    @inline(__always)
+    static func record(_ ps: inout PartitionState, _ slot: Int32, segments: Int) {
+        ps.customers.withUnsafeBufferPointer { c in
+            ps.ids.withUnsafeBufferPointer { i in
+                ps.flips.withUnsafeBufferPointer { f in record(c, i, f, slot, segments: segments) }
             }
         }
     }
@@ -43,21 +50,19 @@ enum CustomerPrefetch {
     /// read straight out of the record's bytes, because reading the arrays would retain them
     /// (an atomic write to the very object not yet in cache).
     @inline(__always)
-    static func arrays(_ ps: borrowing PartitionState, _ slot: Int32) {
-        guard slot >= 0, Int(slot) < ps.customers.count else { return }
-        ps.customers.withUnsafeBufferPointer { cs in
-            let p = UnsafeRawPointer(cs.baseAddress! + Int(slot))
-            @inline(__always) func storage(_ off: Int) {
-                // The array's storage object: its header (32 bytes), then the first elements.
-                if let obj = UnsafeRawPointer(bitPattern: p.load(fromByteOffset: off, as: UInt.self)) {
-                    tp_prefetch(obj)
-                    tp_prefetch(obj + 64)
-                }
+    static func arrays(_ customers: UnsafeBufferPointer<CustomerRecord>, _ slot: Int32) {
+        guard slot >= 0, Int(slot) < customers.count else { return }
+        let p = UnsafeRawPointer(customers.baseAddress! + Int(slot))
+        @inline(__always) func storage(_ off: Int) {
+            // The array's storage object: its header (32 bytes), then the first elements.
+            if let obj = UnsafeRawPointer(bitPattern: p.load(fromByteOffset: off, as: UInt.self)) {
+                tp_prefetch(obj)
+                tp_prefetch(obj + 64)
             }
-            let (b, f, r) = arrayOffsets
-            storage(b)
-            storage(f)
-            storage(r)
         }
+        let (b, f, r) = arrayOffsets
+        storage(b)
+        storage(f)
+        storage(r)
     }
 }

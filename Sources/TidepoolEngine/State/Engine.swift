@@ -315,13 +315,20 @@ public final class Engine {
                             hashes[i] = StableHash.hash64(ev[i].customerID)
                             ps.index.prefetch(hash: hashes[i])
                         }
-                        for i in 0..<n {
-                            slots[i] = ps.index.likelySlot(hash: hashes[i])
-                            CustomerPrefetch.record(ps, slots[i], segments: segments)
+                        ps.customers.withUnsafeBufferPointer { c in
+                            ps.ids.withUnsafeBufferPointer { ids in
+                                ps.flips.withUnsafeBufferPointer { f in
+                                    for i in 0..<n {
+                                        slots[i] = ps.index.likelySlot(hash: hashes[i])
+                                        CustomerPrefetch.record(c, ids, f, slots[i], segments: segments)
+                                    }
+                                }
+                            }
                         }
                         for i in 0..<n {
+                            // The current table: applying may have grown it.
                             if i + CustomerPrefetch.arraysAhead < n {
-                                CustomerPrefetch.arrays(ps, slots[i + CustomerPrefetch.arraysAhead])
+                                ps.customers.withUnsafeBufferPointer { CustomerPrefetch.arrays($0, slots[i + CustomerPrefetch.arraysAhead]) }
                             }
                             apply(ev[i], idHash: hashes[i], &ps, emit: emit)
                         }
@@ -414,7 +421,7 @@ public final class Engine {
         let segments = config.segments.segments.count
         while let top = ps.timers.popDue(through: t) {
             // The next timer's customer is as cold as this one: ask for it now.
-            CustomerPrefetch.record(ps, ps.timers.nextSlot, segments: segments)
+            CustomerPrefetch.record(&ps, ps.timers.nextSlot, segments: segments)
             let slot = Int(top.slot)
             // Entries are not removed when a customer's due changes; stale ones are skipped here.
             guard slot < ps.customers.count, ps.customers[slot].live, ps.customers[slot].scheduledMs == top.due else { continue }
