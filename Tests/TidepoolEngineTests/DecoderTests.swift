@@ -625,6 +625,42 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// Strings are scanned eight bytes at a time: every special byte (quote, backslash, control
+    /// character, non-ASCII) must be found at every position of a word, and everything between
+    /// them kept. Random event ids built from pieces whose decoded text is known.
+    func testStringsWithSpecialBytesAtEveryPosition() {
+        let valid: [(json: [UInt8], text: String)] = [
+            (Array("a".utf8), "a"), (Array("Z9_-".utf8), "Z9_-"), (Array(#"\""#.utf8), "\""), (Array(#"\\"#.utf8), "\\"),
+            (Array(#"\n"#.utf8), "\n"), (Array(#"\u00e9"#.utf8), "é"), ([0xC3, 0xA9], "é"), ([0xE4, 0xB8, 0xAD], "中"),
+            (Array("~ ".utf8), "~ "), ([0x7F], "\u{7F}"),
+        ]
+        let invalid: [(json: [UInt8], reason: DeadLetterReason)] = [([0x01], .invalidJSON), ([0x1F], .invalidJSON), ([0xFF], .invalidUTF8),
+                                                                     ([0xC3, 0x28], .invalidUTF8), (Array(#"\x"#.utf8), .invalidJSON)]
+        var rng = SeededRNG(99)
+        for _ in 0..<3_000 {
+            var json: [UInt8] = [], text = ""
+            let pieces = 1 + rng.next(upTo: 24)
+            var bad: DeadLetterReason? = nil
+            for _ in 0..<pieces {
+                if rng.next(upTo: 40) == 0 {
+                    let b = invalid[rng.next(upTo: invalid.count)]
+                    json += b.json
+                    bad = bad ?? b.reason
+                } else {
+                    let v = valid[rng.next(upTo: valid.count)]
+                    json += v.json
+                    text += v.text
+                }
+            }
+            let payload = Self.splice(Self.event([("event_id", #""@@""#)]), json)
+            if let bad {
+                reject(payload, bad, field: "event_id")
+            } else if text.utf8.count <= 128 {
+                XCTAssertEqual(accept(payload)?.eventID, text, "\(json)")
+            }
+        }
+    }
+
     func testInvalidJSON() {
         let ok = Self.event()
         // Trailing commas.

@@ -64,7 +64,23 @@ struct JSONScanner {
         let start = i
         var escaped = false
         while true {
-            // Fast path: plain ASCII that needs no checks.
+            // Fast path: plain ASCII that needs no checks, eight bytes at a time. A byte needs a
+            // look when it is '"', '\\', a control character (< 0x20) or not ASCII (>= 0x80);
+            // the lowest byte the bit tricks flag is exact (false flags only appear above a true
+            // one), and the byte loop below decides about it. One byte at a time this loop was
+            // ~8 instructions per byte, a fifth of decoding (callgrind).
+            while i + 8 <= count {
+                let w = UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
+                let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+                @inline(__always) func zeroByte(_ v: UInt64) -> UInt64 { (v &- ones) & ~v & highs }
+                let flagged = zeroByte(w ^ (ones &* 0x22)) | zeroByte(w ^ (ones &* 0x5C))
+                    | ((w &- ones &* 0x20) & ~w & highs) | (w & highs)
+                if flagged != 0 {
+                    i += flagged.trailingZeroBitCount >> 3
+                    break
+                }
+                i += 8
+            }
             while i < count {
                 let c = base[i]
                 if c == 0x22 || c == 0x5C || c < 0x20 || c >= 0x80 { break }
