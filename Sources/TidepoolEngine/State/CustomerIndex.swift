@@ -33,6 +33,13 @@ struct CustomerIndex: Sendable {
     /// Where `id` sits in the table, or nil.
     @inline(__always)
     private func position(of id: String, hash: UInt64, ids: borrowing [String]) -> Int? {
+        probe(hash) { ids[Int($0)] == id }
+    }
+
+    /// The first table position on `hash`'s probe run whose entry has this hash and whose slot
+    /// `accepts`, or nil.
+    @inline(__always)
+    private func probe(_ hash: UInt64, accepts: (Int32) -> Bool) -> Int? {
         guard count > 0 else { return nil }
         let h = Self.stored(hash)
         return hashes.withUnsafeBufferPointer { hashes in
@@ -41,7 +48,7 @@ struct CustomerIndex: Sendable {
                 while true {
                     let k = hashes[i]
                     if k == 0 { return nil }
-                    if k == h && ids[Int(slots[i])] == id { return i }
+                    if k == h && accepts(slots[i]) { return i }
                     i = (i + 1) & mask
                 }
             }
@@ -61,19 +68,7 @@ struct CustomerIndex: Sendable {
     /// only (-1 when none). `find` decides.
     @inline(__always)
     func likelySlot(hash: UInt64) -> Int32 {
-        guard count > 0 else { return -1 }
-        let h = Self.stored(hash)
-        return hashes.withUnsafeBufferPointer { hashes in
-            slots.withUnsafeBufferPointer { slots in
-                var i = Int(truncatingIfNeeded: h) & mask
-                while true {
-                    let k = hashes[i]
-                    if k == 0 { return -1 }
-                    if k == h { return slots[i] }
-                    i = (i + 1) & mask
-                }
-            }
-        }
+        probe(hash) { _ in true }.map { slots[$0] } ?? -1
     }
 
     /// Adds an id known to be absent.
