@@ -173,7 +173,8 @@ if !engineOnly {
     }
     let nh = Double(heavy.customerCount)
     print("  of which: record \(MemoryLayout<CustomerRecord>.stride) B, buckets \(Int(parts[0] / nh)) B, first/last \(Int(parts[1] / nh)) B, "
-          + "recent ids \(Int(parts[2] / nh)) B, orders \(Int(parts[3] / nh)) B, + 4 x 48 B array overhead")
+          + "recent ids \(Int(parts[2] / nh)) B, orders \(Int(parts[3] / nh)) B, next flips \(8 * segmentSet.segments.count) B, "
+          + "+ 4 x 48 B array overhead (the resident figure above also counts malloc's slack)")
 }
 var rng = SplitMixBench(state: 7)
 let baseTime: Int64 = 1_790_000_000_000
@@ -232,53 +233,58 @@ line("decode + aggregates + 10 segments (1 core)", Double(engineEvents) / engine
      "\(engineEvents) events, \(bigEngine.customerCount) customers, \(transitionsOut) transitions, \(replayTimers) timers")
 line("memory per customer (resident, all structures)", Double(after - before) / Double(bigEngine.customerCount), "bytes",
      "\(bigEngine.customerCount) customers, ~\(eventsPerCustomer) events each")
-// The same replay through the batched apply (a run at a time: customers looked up and their
-// state prefetched first) against one event at a time, in two fresh engines whose runs alternate
-// in blocks of 64 runs, so that both see the same machine (this VM's memory speed moves by 2x
-// within minutes; back-to-back runs could not compare them). Their transitions must be equal.
-if only == "engine" || only == "" {
-    let single = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
-    let batched = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
+/// Replays the runs through two engines whose runs alternate in blocks of 64 runs, so that both
+/// see the same machine (this VM's memory speed moved by 2x within minutes: back-to-back runs
+/// could not compare them). `batched`: each run is applied at once, else one event at a time.
+/// Returns each side's seconds.
+func alternating(_ a: Engine, batchedA: Bool, _ onA: (EngineOutput) -> Void,
+                 _ b: Engine, batchedB: Bool, _ onB: (EngineOutput) -> Void) -> (Double, Double) {
     var batch: [TouchpointEvent] = []
     batch.reserveCapacity(runLength)
-    var singleNs: UInt64 = 0, batchedNs: UInt64 = 0
-    var singleTransitions = 0, batchedTransitions = 0
-    var next = 0
-    while next < engineRuns.count {
-        let block = engineRuns[next..<min(next + 64, engineRuns.count)]
-        next += 64
+    func replay(_ runs: ArraySlice<[Int]>, _ engine: Engine, batched: Bool, _ on: (EngineOutput) -> Void) -> UInt64 {
         let t0 = nowNs()
-        for run in block {
-            for k in run {
-                let input = engineInputs[k]
-                input.0.withUnsafeBytes { p in
-                    input.1.withUnsafeBytes { kb in
-                        guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
-                        single.apply(e, partition: enginePartitions[input.2]) { o in if case .transition = o { singleTransitions += 1 } }
-                    }
-                }
-            }
-        }
-        let t1 = nowNs()
-        for run in block {
+        for run in runs {
             batch.removeAll(keepingCapacity: true)
             for k in run {
                 let input = engineInputs[k]
                 input.0.withUnsafeBytes { p in
                     input.1.withUnsafeBytes { kb in
-                        if let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) { batch.append(e) }
+                        guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
+                        if batched { batch.append(e) } else { engine.apply(e, partition: enginePartitions[input.2], emit: on) }
                     }
                 }
             }
-            batched.apply(batch, partition: enginePartitions[engineInputs[run[0]].2]) { o in if case .transition = o { batchedTransitions += 1 } }
+            if batched { engine.apply(batch, partition: enginePartitions[engineInputs[run[0]].2], emit: on) }
         }
-        batchedNs += nowNs() - t1
-        singleNs += t1 - t0
+        return nowNs() - t0
     }
-    line("... one event at a time, alternating (A)", Double(engineEvents) * 1e9 / Double(singleNs), "events/s", "\(singleTransitions) transitions")
-    line("... runs of \(runLength), batched apply (B)", Double(engineEvents) * 1e9 / Double(batchedNs), "events/s",
+    var nsA: UInt64 = 0, nsB: UInt64 = 0
+    var next = 0
+    while next < engineRuns.count {
+        let block = engineRuns[next..<min(next + 64, engineRuns.count)]
+        next += 64
+        nsA += replay(block, a, batched: batchedA, onA)
+        nsB += replay(block, b, batched: batchedB, onB)
+    }
+    return (Double(nsA) / 1e9, Double(nsB) / 1e9)
+}
+func freshEngine(campaigns: CampaignSet = .empty) -> Engine {
+    Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false),
+                                campaigns: campaigns, explainTransitions: false))
+}
+
+// The same replay one event at a time (A) against the batched apply of each run (B: customers
+// looked up and their state prefetched first), in two fresh engines; their transitions must be
+// equal.
+if only == "engine" || only == "" {
+    var singleTransitions = 0, batchedTransitions = 0
+    let (singleSeconds, batchedSeconds) = alternating(
+        freshEngine(), batchedA: false, { if case .transition = $0 { singleTransitions += 1 } },
+        freshEngine(), batchedB: true, { if case .transition = $0 { batchedTransitions += 1 } })
+    line("... one event at a time, alternating (A)", Double(engineEvents) / singleSeconds, "events/s", "\(singleTransitions) transitions")
+    line("... runs of \(runLength), batched apply (B)", Double(engineEvents) / batchedSeconds, "events/s",
          "\(batchedTransitions) transitions" + (batchedTransitions == singleTransitions ? "" : " MISMATCH"))
-    print(String(format: "%@%14.2f x", "batched apply speed-up (B / A, same run)".padding(toLength: 44, withPad: " ", startingAt: 0), Double(singleNs) / Double(batchedNs)))
+    print(String(format: "%@%14.2f x", "batched apply speed-up (B / A, same run)".padding(toLength: 44, withPad: " ", startingAt: 0), singleSeconds / batchedSeconds))
 }
 if only == "engine" { exit(0) }
 if only != "checkpoint" {
@@ -321,8 +327,11 @@ do {
     let rateWith = Double(engineEvents) / secondsWith
     line("... + 3 campaigns (1 core)", rateWith, "events/s", "\(decisions) decisions, \(sent) sent")
     if only == "campaigns" { exit(0) }
-    print(String(format: "%@%14.2f x", "campaigns cost (rate without / with)".padding(toLength: 44, withPad: " ", startingAt: 0),
-                 (Double(engineEvents) / engineSeconds) / rateWith))
+    // The cost ratio from two fresh engines, without and with the campaigns, alternating in one
+    // run (runs of 64, as the daemon applies them).
+    let (without, with) = alternating(freshEngine(), batchedA: true, { _ in }, freshEngine(campaigns: camps), batchedB: true, { _ in })
+    print(String(format: "%@%14.2f x", "campaigns cost (time with / without, same run)".padding(toLength: 44, withPad: " ", startingAt: 0),
+                 with / without))
 }
 
 }

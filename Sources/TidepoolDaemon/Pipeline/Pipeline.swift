@@ -327,7 +327,7 @@ public final class Pipeline: RebalanceListener {
     }
 
     /// Decoded events of the current run, applied together (`Engine.apply` of a run looks every
-    /// customer up and prefetches their state first: 1.1-1.2x the events/s of one at a time with
+    /// customer up and prefetches their state first: 1.2-1.3x the events/s of one at a time with
     /// 1M customers, `tidepool-bench`). A run ends at a partition change, at this length, and at
     /// the end of each poll; its events are applied before its offset is recorded.
     private static let batchLength = 64

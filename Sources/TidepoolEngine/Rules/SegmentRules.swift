@@ -209,10 +209,9 @@ public struct SegmentSet: Sendable, Equatable {
 
     /// The engine's incremental evaluation: only the segments in `mask` (closed under
     /// `in_segment`, see `EvaluationScope`) are evaluated at `now`; every other segment keeps its
-    /// bit from `stored` and its next flip in `segNext`, which holds each segment's next possible
-    /// flip (indexed like `segments`) and receives the new instants of the segments in `mask`.
-    /// Returns the memberships at `now`.
-    /// `flips` holds the rows of many customers; this one's starts at `row`.
+    /// bit from `stored` and its next flip in the customer's row of `flips` (the rows of many
+    /// customers; this one's `segments.count` entries start at `row`, indexed like `segments`),
+    /// which receives the new instants of the segments in `mask`. Returns the memberships at `now`.
     @inline(__always)
     func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
                   stored: UInt64, mask: UInt64, flips: inout [Int64], row: Int) -> UInt64 {

@@ -339,73 +339,71 @@ public final class Engine {
     }
 
     private func apply(_ e: TouchpointEvent, idHash: UInt64, _ ps: inout PartitionState, emit: (EngineOutput) -> Void) {
-        do {
-            // 1. Stream time moves with the newest event; timers due by then fire first.
-            if e.timestampMs > ps.maxEventTimeMs { ps.maxEventTimeMs = e.timestampMs }
-            let late = e.timestampMs < ps.streamTimeMs
-            advance(&ps, to: ps.maxEventTimeMs - latenessMs, emit: emit)
-            if late { ps.stats.late += 1 }
+        // 1. Stream time moves with the newest event; timers due by then fire first.
+        if e.timestampMs > ps.maxEventTimeMs { ps.maxEventTimeMs = e.timestampMs }
+        let late = e.timestampMs < ps.streamTimeMs
+        advance(&ps, to: ps.maxEventTimeMs - latenessMs, emit: emit)
+        if late { ps.stats.late += 1 }
 
-            // Erasure: the customer leaves memory and every segment; only a keyed hash remains.
-            if e.type == .erase {
-                let erasureKey = self.keyedHash(e.customerID)
-                if let s = ps.slot(of: e.customerID) {
-                    preserve(&ps, s)
-                    self.remove(&ps, slot: s)
-                }
-                let at = max(e.timestampMs, ps.erased[erasureKey] ?? .min)
-                ps.erased[erasureKey] = at
-                ps.newlyErased.append((erasureKey, at))
-                ps.stats.erased += 1
-                emit(.erased(customerID: e.customerID))
-                return
+        // Erasure: the customer leaves memory and every segment; only a keyed hash remains.
+        if e.type == .erase {
+            let erasureKey = self.keyedHash(e.customerID)
+            if let s = ps.slot(of: e.customerID) {
+                preserve(&ps, s)
+                self.remove(&ps, slot: s)
             }
-            // Only hash the id when someone in this partition was erased (the common case: nobody).
-            if !ps.erased.isEmpty, let at = ps.erased[self.keyedHash(e.customerID)], e.timestampMs <= at {
-                ps.stats.droppedAfterErasure += 1
-                return
-            }
-
-            let slot = self.slot(for: e.customerID, hash: idHash, in: &ps)
-            preserve(&ps, slot)
-            // 2. Evaluation time never goes backwards for a customer, and never before stream time:
-            //    a late event updates state now, it does not rewrite past memberships.
-            let evalAt = max(ps.customers[slot].evaluatedAtMs, e.timestampMs, ps.streamTimeMs)
-            // 3. Flips of this customer due before this event happen first, at their instant.
-            while ps.customers[slot].dueMs <= evalAt {
-                let due = ps.customers[slot].dueMs
-                evaluate(&ps, slot: slot, at: due, cause: nil, type: nil, emit: emit)
-                if ps.customers[slot].dueMs == due { break }
-            }
-            // 4. The event itself.
-            let orderKey = (e.type == .purchase || e.type == .refund || e.type == .cancel)
-                ? e.properties?.string(forKey: "order_id").map { StableHash.hash64($0) } : nil
-            // The lifecycle's `recalled` stage needs to know when a dormant customer came back;
-            // skip the work when no rule uses lifecycle().
-            let stageBefore = usesLifecycle
-                ? LifecycleStage.of(ps.customers[slot].aggregates, returnedAtMs: ps.customers[slot].returnedAtMs,
-                                    at: evalAt, config.segments.models)
-                : nil
-            let channel = channels.index(of: e.channel)
-            let outcome = ps.customers[slot].aggregates.apply(
-                e, channel: channel, orderKey: orderKey, eventKey: StableHash.hash64(e.eventID),
-                streamTimeMs: max(ps.streamTimeMs, e.timestampMs), limits: limits)
-            guard outcome == .applied else {
-                ps.stats.duplicates += 1
-                return
-            }
-            if stageBefore == .dormant || stageBefore == .churned { ps.customers[slot].returnedAtMs = evalAt }
-            ps.stats.applied += 1
-            if e.type == .consent || e.type == .profileUpdate || e.type == .signup { self.applyProfile(e, &ps.customers[slot].contact) }
-            if hasCampaigns {
-                startEventCampaigns(&ps, slot: slot, event: e, channel: channel, at: evalAt)
-            }
-            if e.type == .purchase && firstPurchaseEnabled && !ps.customers[slot].firstPurchaseFired {
-                ps.customers[slot].firstPurchaseFired = true
-                emit(.trigger(firstPurchaseTrigger(e, ps.customers[slot].aggregates)))
-            }
-            evaluate(&ps, slot: slot, at: evalAt, cause: e.eventID, type: e.type, emit: emit)
+            let at = max(e.timestampMs, ps.erased[erasureKey] ?? .min)
+            ps.erased[erasureKey] = at
+            ps.newlyErased.append((erasureKey, at))
+            ps.stats.erased += 1
+            emit(.erased(customerID: e.customerID))
+            return
         }
+        // Only hash the id when someone in this partition was erased (the common case: nobody).
+        if !ps.erased.isEmpty, let at = ps.erased[self.keyedHash(e.customerID)], e.timestampMs <= at {
+            ps.stats.droppedAfterErasure += 1
+            return
+        }
+
+        let slot = self.slot(for: e.customerID, hash: idHash, in: &ps)
+        preserve(&ps, slot)
+        // 2. Evaluation time never goes backwards for a customer, and never before stream time:
+        //    a late event updates state now, it does not rewrite past memberships.
+        let evalAt = max(ps.customers[slot].evaluatedAtMs, e.timestampMs, ps.streamTimeMs)
+        // 3. Flips of this customer due before this event happen first, at their instant.
+        while ps.customers[slot].dueMs <= evalAt {
+            let due = ps.customers[slot].dueMs
+            evaluate(&ps, slot: slot, at: due, cause: nil, type: nil, emit: emit)
+            if ps.customers[slot].dueMs == due { break }
+        }
+        // 4. The event itself.
+        let orderKey = (e.type == .purchase || e.type == .refund || e.type == .cancel)
+            ? e.properties?.string(forKey: "order_id").map { StableHash.hash64($0) } : nil
+        // The lifecycle's `recalled` stage needs to know when a dormant customer came back;
+        // skip the work when no rule uses lifecycle().
+        let stageBefore = usesLifecycle
+            ? LifecycleStage.of(ps.customers[slot].aggregates, returnedAtMs: ps.customers[slot].returnedAtMs,
+                                at: evalAt, config.segments.models)
+            : nil
+        let channel = channels.index(of: e.channel)
+        let outcome = ps.customers[slot].aggregates.apply(
+            e, channel: channel, orderKey: orderKey, eventKey: StableHash.hash64(e.eventID),
+            streamTimeMs: max(ps.streamTimeMs, e.timestampMs), limits: limits)
+        guard outcome == .applied else {
+            ps.stats.duplicates += 1
+            return
+        }
+        if stageBefore == .dormant || stageBefore == .churned { ps.customers[slot].returnedAtMs = evalAt }
+        ps.stats.applied += 1
+        if e.type == .consent || e.type == .profileUpdate || e.type == .signup { self.applyProfile(e, &ps.customers[slot].contact) }
+        if hasCampaigns {
+            startEventCampaigns(&ps, slot: slot, event: e, channel: channel, at: evalAt)
+        }
+        if e.type == .purchase && firstPurchaseEnabled && !ps.customers[slot].firstPurchaseFired {
+            ps.customers[slot].firstPurchaseFired = true
+            emit(.trigger(firstPurchaseTrigger(e, ps.customers[slot].aggregates)))
+        }
+        evaluate(&ps, slot: slot, at: evalAt, cause: e.eventID, type: e.type, emit: emit)
     }
 
     /// Moves a partition's stream time forward to `streamTimeMs` (the pipeline calls this with the
@@ -470,8 +468,8 @@ public final class Engine {
             // compiler cannot rule out a write to that memory during the calls. An `inout` access is
             // exclusive, so the calls read the record where it lies.
             let masks = scopeMasks, incremental = incrementalEvaluation
-            // Which segments to evaluate, and the earliest next flip after: read from the row
-            // alone (a closure that also captured the aggregates copied them, four retains).
+            // Which segments to evaluate, read from the row alone (a closure that also captured
+            // the aggregates copied them, four retains per evaluation).
             let mask: UInt64 = ps.flips.withUnsafeBufferPointer { all in
                 var mask: UInt64 = n >= 64 ? .max : (1 << UInt64(n)) - 1
                 if incremental && all[base] != .min {
