@@ -206,58 +206,53 @@ do {
     }
     engineRuns += pending.filter { !$0.isEmpty }
 }
-let before = allocatedBytes()
-let bigEngine = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
 let enginePartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
-var transitionsOut = 0
 let engineNow = baseTime + 61 * 86_400_000
-let t0e = nowNs()
-for run in engineRuns where only != "campaigns" {
-    for k in run {
-        let input = engineInputs[k]
-        input.0.withUnsafeBytes { p in
-            input.1.withUnsafeBytes { kb in
-                guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
-                // Partition by customer, as Kafka's key partitioning does.
-                bigEngine.apply(e, partition: enginePartitions[input.2]) { o in
-                    if case .transition = o { transitionsOut += 1 }
+var replayBatch: [TouchpointEvent] = []
+replayBatch.reserveCapacity(runLength)
+/// Decodes `runs` and applies them to `engine`, each run at once (`batched`) or one event at a
+/// time; returns the nanoseconds it took.
+func replay(_ runs: ArraySlice<[Int]>, _ engine: Engine, batched: Bool, _ on: (EngineOutput) -> Void) -> UInt64 {
+    let t0 = nowNs()
+    for run in runs {
+        replayBatch.removeAll(keepingCapacity: true)
+        for k in run {
+            let input = engineInputs[k]
+            input.0.withUnsafeBytes { p in
+                input.1.withUnsafeBytes { kb in
+                    guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
+                    // Partition by customer, as Kafka's key partitioning does.
+                    if batched { replayBatch.append(e) } else { engine.apply(e, partition: enginePartitions[input.2], emit: on) }
                 }
             }
         }
+        if batched { engine.apply(replayBatch, partition: enginePartitions[engineInputs[run[0]].2], emit: on) }
     }
+    return nowNs() - t0
 }
-let engineSeconds = Double(nowNs() - t0e) / 1e9
-let replayTimers = enginePartitions.reduce(Int64(0)) { $0 + (bigEngine.stats($1)?.timersFired ?? 0) }
-let after = allocatedBytes()
-line("decode + aggregates + 10 segments (1 core)", Double(engineEvents) / engineSeconds, "events/s",
-     "\(engineEvents) events, \(bigEngine.customerCount) customers, \(transitionsOut) transitions, \(replayTimers) timers")
-line("memory per customer (resident, all structures)", Double(after - before) / Double(bigEngine.customerCount), "bytes",
-     "\(bigEngine.customerCount) customers, ~\(eventsPerCustomer) events each")
+func freshEngine(campaigns: CampaignSet = .empty) -> Engine {
+    Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false),
+                                campaigns: campaigns, explainTransitions: false))
+}
+let before = allocatedBytes()
+let bigEngine = freshEngine()
+var transitionsOut = 0
+let engineSeconds = only == "campaigns" ? 1
+    : Double(replay(engineRuns[...], bigEngine, batched: false) { o in if case .transition = o { transitionsOut += 1 } }) / 1e9
+if only != "campaigns" {
+    let replayTimers = enginePartitions.reduce(Int64(0)) { $0 + (bigEngine.stats($1)?.timersFired ?? 0) }
+    let after = allocatedBytes()
+    line("decode + aggregates + 10 segments (1 core)", Double(engineEvents) / engineSeconds, "events/s",
+         "\(engineEvents) events, \(bigEngine.customerCount) customers, \(transitionsOut) transitions, \(replayTimers) timers")
+    line("memory per customer (resident, all structures)", Double(after - before) / Double(bigEngine.customerCount), "bytes",
+         "\(bigEngine.customerCount) customers, ~\(eventsPerCustomer) events each")
+}
 /// Replays the runs through two engines whose runs alternate in blocks of 64 runs, so that both
 /// see the same machine (this VM's memory speed moved by 2x within minutes: back-to-back runs
 /// could not compare them). `batched`: each run is applied at once, else one event at a time.
 /// Returns each side's seconds.
 func alternating(_ a: Engine, batchedA: Bool, _ onA: (EngineOutput) -> Void,
                  _ b: Engine, batchedB: Bool, _ onB: (EngineOutput) -> Void) -> (Double, Double) {
-    var batch: [TouchpointEvent] = []
-    batch.reserveCapacity(runLength)
-    func replay(_ runs: ArraySlice<[Int]>, _ engine: Engine, batched: Bool, _ on: (EngineOutput) -> Void) -> UInt64 {
-        let t0 = nowNs()
-        for run in runs {
-            batch.removeAll(keepingCapacity: true)
-            for k in run {
-                let input = engineInputs[k]
-                input.0.withUnsafeBytes { p in
-                    input.1.withUnsafeBytes { kb in
-                        guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
-                        if batched { batch.append(e) } else { engine.apply(e, partition: enginePartitions[input.2], emit: on) }
-                    }
-                }
-            }
-            if batched { engine.apply(batch, partition: enginePartitions[engineInputs[run[0]].2], emit: on) }
-        }
-        return nowNs() - t0
-    }
     var nsA: UInt64 = 0, nsB: UInt64 = 0
     var next = 0
     while next < engineRuns.count {
@@ -267,10 +262,6 @@ func alternating(_ a: Engine, batchedA: Bool, _ onA: (EngineOutput) -> Void,
         nsB += replay(block, b, batched: batchedB, onB)
     }
     return (Double(nsA) / 1e9, Double(nsB) / 1e9)
-}
-func freshEngine(campaigns: CampaignSet = .empty) -> Engine {
-    Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false),
-                                campaigns: campaigns, explainTransitions: false))
 }
 
 // The same replay one event at a time (A) against the batched apply of each run (B: customers
@@ -308,22 +299,11 @@ line("timers fired (evaluate + reschedule)", Double(fired) / timerSeconds, "time
 do {
     let camps = try! CampaignSet(ExampleCampaigns.definitions, policy: ContactPolicy(), segments: segmentSet,
                                  aggregates: aggConfig, channels: ChannelTable(aggConfig))
-    let withCampaigns = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet,
-                                                    firstPurchase: FirstPurchaseRule(enabled: false), campaigns: camps,
-                                                    explainTransitions: false))
+    let withCampaigns = freshEngine(campaigns: camps)
     var decisions = 0, sent = 0
-    let t0w = nowNs()
-    for input in engineInputs {
-        input.0.withUnsafeBytes { p in
-            input.1.withUnsafeBytes { kb in
-                guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
-                withCampaigns.apply(e, partition: enginePartitions[input.2]) { o in
-                    if case .trigger(let t) = o { decisions += 1; if t.outcome == .sent { sent += 1 } }
-                }
-            }
-        }
-    }
-    let secondsWith = Double(nowNs() - t0w) / 1e9
+    let secondsWith = Double(replay(engineRuns[...], withCampaigns, batched: false) { o in
+        if case .trigger(let t) = o { decisions += 1; if t.outcome == .sent { sent += 1 } }
+    }) / 1e9
     let rateWith = Double(engineEvents) / secondsWith
     line("... + 3 campaigns (1 core)", rateWith, "events/s", "\(decisions) decisions, \(sent) sent")
     if only == "campaigns" { exit(0) }

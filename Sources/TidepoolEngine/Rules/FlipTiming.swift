@@ -264,17 +264,17 @@ struct FlipTiming: Sendable {
         }
     }
 
-    /// The earliest instant after `t` at which any segment's membership can flip; each segment's
-    /// own instant is left in `segNext` (indexed like the segments, `.max`: only an event can).
+    /// Each segment's next instant after `t` at which its membership can flip, left in `segNext`
+    /// (indexed like the segments, `.max`: only an event can).
     /// `bits` are the memberships at `t`; `counts`, `sums` and `truths` what the programs computed
     /// at `t`. Only the segments in `mask` are computed (and count towards the result); the
     /// others' instants are read from `segNext` where a computed segment refers to them.
     func next(_ a: borrowing CustomerAggregates, after t: Int64, returnedAtMs: Int64, bits: UInt64,
               windowTerms: WindowTerms, counts: UnsafeMutableBufferPointer<Int64>, sums: UnsafeMutableBufferPointer<Int64>,
               from: UnsafeMutableBufferPointer<UInt32>, truths: UnsafeMutablePointer<Bool>,
-              segNext: UnsafeMutableBufferPointer<Int64>, mask: UInt64 = .max) -> Int64 {
+              segNext: UnsafeMutableBufferPointer<Int64>, mask: UInt64 = .max) {
         let to = CustomerAggregates.hour(t)
-        return withUnsafeTemporaryAllocation(of: (truth: Bool, needed: Bool, at: Int64).self, capacity: max(nodes.count, 1)) { node in
+        withUnsafeTemporaryAllocation(of: (truth: Bool, needed: Bool, at: Int64).self, capacity: max(nodes.count, 1)) { node in
                 nodes.withUnsafeBufferPointer { nodes in
                     subtreeStart.withUnsafeBufferPointer { starts in
                         atoms.withUnsafeBufferPointer { atoms in
@@ -314,19 +314,14 @@ struct FlipTiming: Sendable {
                                     if case .or = nodes[k] { or = true }
                                     return Decider(or: or, left: node[lc].truth, right: node[rc].truth)
                                 }
-                                var earliest = Int64.max
                                 for r in runs where mask & (1 << UInt64(r.segment)) != 0 {
                                     switch r.shape {
                                     case .atom(let i):
-                                        let at = atomInstant(Int(i))
-                                        segNext[Int(r.segment)] = at
-                                        if at < earliest { earliest = at }
+                                        segNext[Int(r.segment)] = atomInstant(Int(i))
                                         continue
                                     case .pair(let i, let j, let or):
-                                        let at = Decider(or: or, left: truths[Int(i)], right: truths[Int(j)])
+                                        segNext[Int(r.segment)] = Decider(or: or, left: truths[Int(i)], right: truths[Int(j)])
                                             .instant({ atomInstant(Int(i)) }, { atomInstant(Int(j)) })
-                                        segNext[Int(r.segment)] = at
-                                        if at < earliest { earliest = at }
                                         continue
                                     case .nodes: break
                                     }
@@ -377,11 +372,8 @@ struct FlipTiming: Sendable {
                                         }
                                         node[k].at = at
                                     }
-                                    let at = node[end - 1].at
-                                    segNext[Int(r.segment)] = at
-                                    if at < earliest { earliest = at }
+                                    segNext[Int(r.segment)] = node[end - 1].at
                                 }
-                                return earliest
                             }
                         }
                     }

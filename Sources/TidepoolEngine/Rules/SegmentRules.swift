@@ -196,15 +196,7 @@ public struct SegmentSet: Sendable, Equatable {
     /// Memberships as a bit set (bit i: segment i), evaluated in dependency order.
     @inline(__always)
     func memberships(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64 = .min) -> UInt64 {
-        evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: false).bits
-    }
-
-    /// Memberships at `now`, and the earliest instant after it at which one of them can flip
-    /// without a new event (`FlipTiming`).
-    @inline(__always)
-    func membershipsAndNextFlip(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable,
-                                returnedAtMs: Int64 = .min) -> (bits: UInt64, nextFlip: Int64) {
-        evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: true)
+        evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, flips: nil)
     }
 
     /// The engine's incremental evaluation: only the segments in `mask` (closed under
@@ -217,8 +209,8 @@ public struct SegmentSet: Sendable, Equatable {
                   stored: UInt64, mask: UInt64, flips: inout [Int64], row: Int) -> UInt64 {
         let n = segments.count
         return flips.withUnsafeMutableBufferPointer { all in
-            evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: true,
-                     perSegment: UnsafeMutableBufferPointer(rebasing: all[row..<(row + n)]), stored: stored, mask: mask).bits
+            evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs,
+                     flips: UnsafeMutableBufferPointer(rebasing: all[row..<(row + n)]), stored: stored, mask: mask)
         }
     }
 
@@ -229,15 +221,16 @@ public struct SegmentSet: Sendable, Equatable {
     func nextFlips(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64 = .min) -> [Int64] {
         var out = [Int64](repeating: .max, count: segments.count)
         out.withUnsafeMutableBufferPointer { out in
-            _ = evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, withNextFlip: true, perSegment: out)
+            _ = evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, flips: out)
         }
         return out
     }
 
+    /// Memberships at `now` of the segments in `mask` (the others keep their bit from `stored`);
+    /// with `flips`, each evaluated segment's next possible flip is written there too.
     @inline(__always)
     private func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
-                          withNextFlip: Bool, perSegment: UnsafeMutableBufferPointer<Int64>? = nil,
-                          stored: UInt64 = 0, mask: UInt64 = .max) -> (bits: UInt64, nextFlip: Int64) {
+                          flips: UnsafeMutableBufferPointer<Int64>?, stored: UInt64 = 0, mask: UInt64 = .max) -> UInt64 {
         let c = compiled
         let n = max(c.windowTerms.count, 1)
         return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * n) { buf in
@@ -264,17 +257,11 @@ public struct SegmentSet: Sendable, Equatable {
                             }
                         }
                     }
-                    guard withNextFlip else { return (bits, .max) }
-                    if let perSegment {
-                        let next = c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
-                                               counts: counts, sums: sums, from: from, truths: truths, segNext: perSegment,
-                                               mask: mask)
-                        return (bits, next)
+                    if let flips {
+                        c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
+                                    counts: counts, sums: sums, from: from, truths: truths, segNext: flips, mask: mask)
                     }
-                    return withUnsafeTemporaryAllocation(of: Int64.self, capacity: max(c.segments.count, 1)) { segNext in
-                        (bits, c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
-                                           counts: counts, sums: sums, from: from, truths: truths, segNext: segNext))
-                    }
+                    return bits
                 }
             }
         }

@@ -223,6 +223,8 @@ public final class Engine {
     /// evaluation; reading them through the scope's arrays retained and released the arrays each
     /// time (~250 instructions per evaluation, callgrind).
     private var scopeMasks: UnsafeMutablePointer<UInt64>
+    /// `EvaluationScope.all` of the current segments.
+    private var allSegments: UInt64
 
     private static func scopeMasks(_ segments: SegmentSet) -> UnsafeMutablePointer<UInt64> {
         let s = segments.scope
@@ -242,6 +244,7 @@ public final class Engine {
         self.ruleVersions = config.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
         self.usesLifecycle = config.segments.allTerms.recalledForMs != nil
         self.scopeMasks = Engine.scopeMasks(config.segments)
+        self.allSegments = config.segments.scope.all
         self.erasureSeed = StableHash.hash64(Array("tidepool-erasure:".utf8) + Array(config.erasureKey.utf8))
     }
 
@@ -467,11 +470,11 @@ public final class Engine {
             // and release per array) on every evaluation; through an unsafe pointer too, because the
             // compiler cannot rule out a write to that memory during the calls. An `inout` access is
             // exclusive, so the calls read the record where it lies.
-            let masks = scopeMasks, incremental = incrementalEvaluation
+            let masks = scopeMasks, incremental = incrementalEvaluation, everySegment = allSegments
             // Which segments to evaluate, read from the row alone (a closure that also captured
             // the aggregates copied them, four retains per evaluation).
             let mask: UInt64 = ps.flips.withUnsafeBufferPointer { all in
-                var mask: UInt64 = n >= 64 ? .max : (1 << UInt64(n)) - 1
+                var mask = everySegment
                 if incremental && all[base] != .min {
                     mask = type.map { masks[Int($0.rawValue)] } ?? 0
                     let dependents = masks + EvaluationScope.typeCount
@@ -619,6 +622,7 @@ public final class Engine {
         usesLifecycle = new.segments.allTerms.recalledForMs != nil
         scopeMasks.deallocate()
         scopeMasks = Engine.scopeMasks(new.segments)
+        allSegments = new.segments.scope.all
         for p in Array(partitions.keys) {
             withPartition(p) { ps in
                 var sizes = [Int](repeating: 0, count: newSegs.count)

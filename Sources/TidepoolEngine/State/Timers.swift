@@ -131,10 +131,10 @@ struct TimerWheel: Sendable {
         }
     }
 
-    /// Removes and returns the earliest entry if it is due at or before `t`.
     /// The slot of the next entry already in the current hour's heap (a prefetch hint), or -1.
     var nextSlot: Int32 { near.peek?.slot ?? -1 }
 
+    /// Removes and returns the earliest entry if it is due at or before `t`.
     mutating func popDue(through t: Int64) -> Entry? {
         while true {
             if let top = near.peek {
