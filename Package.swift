@@ -80,6 +80,11 @@ let package = Package(
             dependencies: ["TidepoolEngine", "TidepoolStore"],
             path: "Benchmarks/tidepool-bench"
         ),
+        .executableTarget(
+            name: "tidepool-latency",
+            dependencies: ["TidepoolEngine", "TidepoolKafka"],
+            path: "Benchmarks/tidepool-latency"
+        ),
         .testTarget(name: "TidepoolEngineTests", dependencies: ["TidepoolEngine"]),
         .testTarget(name: "TidepoolStoreTests", dependencies: ["TidepoolStore", "TidepoolEngine"]),
         .testTarget(name: "TidepoolDaemonTests", dependencies: ["TidepoolDaemon", "TidepoolKafka", "TidepoolEngine"]),

@@ -41,9 +41,11 @@ def main():
     try:
         with tempfile.TemporaryDirectory() as d:
             for i, rate in enumerate(int(r) for r in a.rate.split(",")):
-                p50, p99, n = compare.run_latency(bootstrap, rate, a.seconds, pathlib.Path(d), f"{compare.LIVE}.{i}")
-                print(f"{rate} events/s, fetch.wait.max.ms {a.fetch_wait or 'default'}, "
-                      f"checkpoints {'off' if a.no_checkpoints else 'on'}: p50 {p50:.0f} ms, p99 {p99:.0f} ms ({n})", flush=True)
+                p50, p99, f = compare.run_latency(bootstrap, rate, a.seconds, pathlib.Path(d), f"{compare.LIVE}.{i}")
+                print(f"{rate} events/s ({f['offered_per_s']}/s offered), fetch.wait.max.ms {a.fetch_wait or 'default'}, "
+                      f"checkpoints {'off' if a.no_checkpoints else 'on'}: p50 {p50} ms, p99 {p99} ms "
+                      f"(in the daemon p50 {f['daemon_p50_ms']}, p99 {f['daemon_p99_ms']}; "
+                      f"{f['triggers']} triggers of {f['sent']} events; client CPU {f['client_cpu_s']} s)", flush=True)
     finally:
         compare.stop(broker, timeout=20)
 

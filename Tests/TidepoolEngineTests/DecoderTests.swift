@@ -424,7 +424,14 @@ final class DecoderTests: XCTestCase {
         for _ in 0..<2_000 {
             let ms = Int64(rng.next(upTo: Int(Timestamp.maxMs)))
             XCTAssertEqual(Timestamp.formatRFC3339(ms), f.string(from: Date(timeIntervalSince1970: Double(ms) / 1000)), "\(ms)")
+            // The trigger encoder's form: the same bytes, appended after what is there.
+            var out: [UInt8] = [0x7B]
+            Timestamp.appendRFC3339(ms, to: &out)
+            XCTAssertEqual(out, [0x7B] + Array(Timestamp.formatRFC3339(ms).utf8), "\(ms)")
         }
+        var wide: [UInt8] = []
+        Timestamp.appendRFC3339(Timestamp.maxMs + 86_400_000, to: &wide)
+        XCTAssertEqual(String(decoding: wide, as: UTF8.self), "10000-01-01T23:59:59.999Z")
     }
 
     func testFormatParseRoundTrip() {

@@ -101,34 +101,54 @@ public enum Timestamp {
         return (m <= 2 ? y + 1 : y, m, d)
     }
 
-    /// `2026-11-22T08:53:07.123Z`
-    public static func formatRFC3339(_ ms: Int64) -> String {
+    /// Appends `formatRFC3339(ms)`'s bytes to `out` without building the String.
+    public static func appendRFC3339(_ ms: Int64, to out: inout [UInt8]) {
+        let f = fields(ms)
+        guard f.y >= 0 && f.y <= 9999 else { return out.append(contentsOf: formatRFC3339(ms).utf8) }
+        let at = out.count
+        out.append(contentsOf: repeatElement(0, count: 24))
+        out.withUnsafeMutableBufferPointer { b in write(f, into: UnsafeMutableBufferPointer(rebasing: b[at...])) }
+    }
+
+    /// Calendar fields of `ms`: year, month, day, second of the day, millisecond.
+    private static func fields(_ ms: Int64) -> (y: Int, m: Int, d: Int, sod: Int, milli: Int) {
         let secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
         let milli = Int(ms - secs * 1000)
         let days = Int(secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400)
         let sod = Int(secs - Int64(days) * 86_400)
         let (y, m, d) = civilFromDays(days)
-        // Written as bytes into the String's own storage: the interpolation of seven padded
-        // numbers cost ~4k instructions, and campaigns format a timestamp or two per decision.
-        if y >= 0 && y <= 9999 {
+        return (y, m, d, sod, milli)
+    }
+
+    /// The 24 bytes of `2026-11-22T08:53:07.123Z`. Written as bytes: the interpolation of seven
+    /// padded numbers cost ~4k instructions, and campaigns format a timestamp or two per decision.
+    private static func write(_ f: (y: Int, m: Int, d: Int, sod: Int, milli: Int), into out: UnsafeMutableBufferPointer<UInt8>) {
+        @inline(__always) func digits(_ v: Int, _ w: Int, at i: Int) {
+            var v = v
+            for k in stride(from: i + w - 1, through: i, by: -1) {
+                out[k] = UInt8(0x30 + v % 10)
+                v /= 10
+            }
+        }
+        digits(f.y, 4, at: 0); out[4] = 0x2D
+        digits(f.m, 2, at: 5); out[7] = 0x2D
+        digits(f.d, 2, at: 8); out[10] = 0x54
+        digits(f.sod / 3600, 2, at: 11); out[13] = 0x3A
+        digits(f.sod / 60 % 60, 2, at: 14); out[16] = 0x3A
+        digits(f.sod % 60, 2, at: 17); out[19] = 0x2E
+        digits(f.milli, 3, at: 20); out[23] = 0x5A
+    }
+
+    /// `2026-11-22T08:53:07.123Z` (years outside 0...9999 with more digits or a sign).
+    public static func formatRFC3339(_ ms: Int64) -> String {
+        let f = fields(ms)
+        if f.y >= 0 && f.y <= 9999 {
             return String(unsafeUninitializedCapacity: 24) { out in
-                @inline(__always) func digits(_ v: Int, _ w: Int, at i: Int) {
-                    var v = v
-                    for k in stride(from: i + w - 1, through: i, by: -1) {
-                        out[k] = UInt8(0x30 + v % 10)
-                        v /= 10
-                    }
-                }
-                digits(y, 4, at: 0); out[4] = 0x2D
-                digits(m, 2, at: 5); out[7] = 0x2D
-                digits(d, 2, at: 8); out[10] = 0x54
-                digits(sod / 3600, 2, at: 11); out[13] = 0x3A
-                digits(sod / 60 % 60, 2, at: 14); out[16] = 0x3A
-                digits(sod % 60, 2, at: 17); out[19] = 0x2E
-                digits(milli, 3, at: 20); out[23] = 0x5A
+                write(f, into: out)
                 return 24
             }
         }
+        let (y, m, d, sod, milli) = f
         func pad(_ v: Int, _ w: Int) -> String {
             let s = String(v)
             return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s

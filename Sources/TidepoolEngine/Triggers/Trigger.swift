@@ -98,9 +98,9 @@ public struct TriggerEncoder {
         out.append(contentsOf: #","detail":"#.utf8); str(t.reasonDetail, &out)
         out.append(contentsOf: #","event_id":"#.utf8)
         if let id = t.causeEventID { str(id, &out) } else { out.append(contentsOf: "null".utf8) }
-        out.append(contentsOf: #"},"fired_at":"#.utf8); str(Timestamp.formatRFC3339(t.firedAtMs), &out)
-        out.append(contentsOf: #","emitted_at":"#.utf8); str(Timestamp.formatRFC3339(emittedAtMs), &out)
-        out.append(contentsOf: #","expires_at":"#.utf8); str(Timestamp.formatRFC3339(t.expiresAtMs), &out)
+        out.append(contentsOf: #"},"fired_at":"#.utf8); time(t.firedAtMs, &out)
+        out.append(contentsOf: #","emitted_at":"#.utf8); time(emittedAtMs, &out)
+        out.append(contentsOf: #","expires_at":"#.utf8); time(t.expiresAtMs, &out)
         out.append(contentsOf: #","snapshot":{"#.utf8)
         for (n, (k, v)) in t.snapshot.enumerated() {
             if n > 0 { out.append(0x2C) }
@@ -109,7 +109,7 @@ public struct TriggerEncoder {
             switch v {
             case .int(let i): out.append(contentsOf: String(i).utf8)
             case .money(let m): out.append(contentsOf: m.description.utf8)
-            case .time(let ms): str(Timestamp.formatRFC3339(ms), &out)
+            case .time(let ms): time(ms, &out)
             case .text(let s): str(s, &out)
             }
         }
@@ -119,23 +119,44 @@ public struct TriggerEncoder {
         out.append(0x7D)
     }
 
-    /// A JSON string literal with the escapes RFC 8259 requires.
+    /// A JSON string literal with the escapes RFC 8259 requires. Runs of bytes that need no
+    /// escape are copied whole: appending byte by byte made this the daemon's hottest function
+    /// at 115k triggers/s (3.7% of the machine, perf).
     public func str(_ s: String, _ out: inout [UInt8]) {
+        var s = s
         out.append(0x22)
-        for b in s.utf8 {
-            switch b {
-            case 0x22: out.append(0x5C); out.append(0x22)
-            case 0x5C: out.append(0x5C); out.append(0x5C)
-            case 0x0A: out.append(0x5C); out.append(0x6E)
-            case 0x0D: out.append(0x5C); out.append(0x72)
-            case 0x09: out.append(0x5C); out.append(0x74)
-            case 0..<0x20:
-                out.append(contentsOf: "\\u00".utf8)
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
-            default: out.append(b)
+        s.withUTF8 { b in
+            var start = 0
+            for i in 0..<b.count {
+                let c = b[i]
+                guard c < 0x20 || c == 0x22 || c == 0x5C else { continue }
+                if i > start { out.append(contentsOf: UnsafeBufferPointer(rebasing: b[start..<i])) }
+                Self.escape(c, &out)
+                start = i + 1
             }
+            if start < b.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: b[start...])) }
         }
+        out.append(0x22)
+    }
+
+    private static func escape(_ b: UInt8, _ out: inout [UInt8]) {
+        switch b {
+        case 0x22: out.append(0x5C); out.append(0x22)
+        case 0x5C: out.append(0x5C); out.append(0x5C)
+        case 0x0A: out.append(0x5C); out.append(0x6E)
+        case 0x0D: out.append(0x5C); out.append(0x72)
+        case 0x09: out.append(0x5C); out.append(0x74)
+        default:
+            let hex = Array("0123456789abcdef".utf8)
+            out.append(contentsOf: "\\u00".utf8)
+            out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
+        }
+    }
+
+    /// A quoted RFC 3339 time, written straight into `out` (no String, nothing to escape).
+    func time(_ ms: Int64, _ out: inout [UInt8]) {
+        out.append(0x22)
+        Timestamp.appendRFC3339(ms, to: &out)
         out.append(0x22)
     }
 }
