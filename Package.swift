@@ -28,14 +28,15 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
-        // A CPU cache prefetch hint (`__builtin_prefetch`, which Swift cannot express) for the
-        // engine's batched apply. No I/O and no effect on results.
-        .target(name: "CPrefetch"),
+        // Memory primitives Swift cannot express: a CPU cache prefetch hint (`__builtin_prefetch`)
+        // for the engine's batched apply, and `mremap` (variadic in C) for `SlotArray`'s growth
+        // without copying. No I/O and no effect on results.
+        .target(name: "CMemory"),
         // Pure engine: events, decoding, per-partition customer state, trigger rules.
         // No I/O, no clock: every call takes the time it should use.
         .target(
             name: "TidepoolEngine",
-            dependencies: ["CPrefetch"],
+            dependencies: ["CMemory"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         // Thin Swift layer over librdkafka: batch consumer, idempotent producer, mock cluster.

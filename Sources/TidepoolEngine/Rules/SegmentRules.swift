@@ -206,7 +206,7 @@ public struct SegmentSet: Sendable, Equatable {
     /// which receives the new instants of the segments in `mask`. Returns the memberships at `now`.
     @inline(__always)
     func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
-                  stored: UInt64, mask: UInt64, flips: inout [Int64], row: Int) -> UInt64 {
+                  stored: UInt64, mask: UInt64, flips: inout SlotArray<Int64>, row: Int) -> UInt64 {
         let n = segments.count
         return flips.withUnsafeMutableBufferPointer { all in
             evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs,

@@ -1,4 +1,4 @@
-import CPrefetch
+import CMemory
 
 /// Cache prefetches of a customer's state, for the batched apply (`Engine.apply(_:partition:emit:)`
 /// with a run of events) and the timer loop. With a million customers each event lands on a cold

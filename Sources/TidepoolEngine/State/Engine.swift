@@ -154,8 +154,9 @@ public struct PartitionStats: Sendable, Equatable {
 /// The state of one partition: its customers, stream time and timers.
 public struct PartitionState: Sendable {
     var index = CustomerIndex()
-    public internal(set) var ids: [String] = []
-    public internal(set) var customers: [CustomerRecord] = []
+    /// Per-slot state in `SlotArray`s, which grow without copying (no stall as a partition grows).
+    public internal(set) var ids = SlotArray<String>()
+    public internal(set) var customers = SlotArray<CustomerRecord>()
     var free: [Int32] = []
     public internal(set) var maxEventTimeMs: Int64 = .min
     /// Maximum event time seen minus the allowed lateness (or the wall clock when idle).
@@ -164,7 +165,7 @@ public struct PartitionState: Sendable {
     /// Each customer's next possible flip per segment: `segments.count` entries from
     /// `slot * segments.count` (`Engine.evaluate`). Derived state, not checkpointed: a slot whose
     /// first entry is `.min` (new, reused, restored, or after a reload) is evaluated in full.
-    var flips: [Int64] = []
+    var flips = SlotArray<Int64>()
     public internal(set) var stats = PartitionStats()
     /// Slots changed in the current epoch, and customers evicted since the last capture began.
     var dirty: [Int32] = []
@@ -482,7 +483,7 @@ public final class Engine {
                 }
                 return mask
             }
-            func run(_ a: inout CustomerAggregates, _ flips: inout [Int64]) -> (UInt64, Int64) {
+            func run(_ a: inout CustomerAggregates, _ flips: inout SlotArray<Int64>) -> (UInt64, Int64) {
                 let bits = mask == 0 ? stored
                     : segs.evaluate(a, now: t, channels: channels, returnedAtMs: returned, stored: stored, mask: mask,
                                     flips: &flips, row: base)

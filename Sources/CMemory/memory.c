@@ -1,0 +1,8 @@
+#define _GNU_SOURCE
+#include <sys/mman.h>
+#include "CMemory.h"
+
+void *tp_mremap_grow(void *old_address, size_t old_size, size_t new_size) {
+    void *p = mremap(old_address, old_size, new_size, MREMAP_MAYMOVE);
+    return p == MAP_FAILED ? NULL : p;
+}
