@@ -22,6 +22,14 @@ final class SlotArrayTests: XCTestCase {
         XCTAssertEqual(ints.count, 400_000)
         XCTAssertEqual(ints[299_999], 299_999 * 7)
         XCTAssertEqual(ints[399_999], -1)
+        // Appending a sequence past the capacity at least doubles it (an exact fit would remap
+        // again on the next append).
+        var g = SlotArray<Int64>()
+        g.append(contentsOf: repeatElement(0, count: 1_000))
+        let c = g.capacity
+        g.append(contentsOf: repeatElement(1, count: c - g.count + 1))
+        XCTAssertGreaterThanOrEqual(g.capacity, 2 * c)
+        XCTAssertEqual(g.count, c + 1)
     }
 
     /// Value semantics: a copy shares storage until one side changes, then each sees its own.

@@ -120,7 +120,9 @@ public struct SlotArray<Element>: RandomAccessCollection, MutableCollection, Exp
     public mutating func append<S: Sequence>(contentsOf elements: S) where S.Element == Element {
         makeUnique()
         let s = storage
-        s.reserve(s.count + elements.underestimatedCount)
+        // At least double when it must grow: reserving the exact sum remapped on every append.
+        let need = s.count + elements.underestimatedCount
+        if need > s.capacity { s.reserve(Swift.max(need, s.count * 2)) }
         for e in elements {
             if s.count == s.capacity { s.reserve(Swift.max(s.count * 2, 16)) }
             (s.base + s.count).initialize(to: e)
