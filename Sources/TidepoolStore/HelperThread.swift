@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import TidepoolEngine
 
 /// Two stages of a loop on two threads: `produce` fills buffers on a helper thread while the
@@ -10,6 +11,11 @@ import TidepoolEngine
 /// customers into the engine. On this 2-core machine each of those was about a third of its
 /// single-threaded loop.
 ///
+/// The helper is a thread of its own, not a pool thread: it inherits the calling thread's CPU
+/// priority (on Linux the nice value belongs to each thread and new threads copy it), so a write
+/// on the checkpoint writer's low-priority thread stays low-priority in both halves, and a restore
+/// on the processing thread runs at full priority.
+///
 /// `run` returns only after the helper has stopped, also when `consume` or `produce` throws (the
 /// first error is rethrown on the caller's thread), so both closures may capture memory that is
 /// valid only during the call.
@@ -18,7 +24,8 @@ enum HelperThread {
                                        produce: @escaping (Buffer) throws -> Bool,
                                        consume: (Buffer) throws -> Void) throws {
         let shared = Handover(buffers, UncheckedBox(produce))
-        DispatchQueue.global(qos: .userInitiated).async {
+        let helper = Thread {
+            Thread.current.name = "tidepool-helper"
             var i = 0
             while true {
                 let slot = i & 1
@@ -38,6 +45,7 @@ enum HelperThread {
             }
             shared.finished.signal()
         }
+        helper.start()
         defer {
             // Stop the helper (when `consume` threw) and wait for it to finish.
             shared.cancelled = true

@@ -4,8 +4,9 @@ import TidepoolEngine
 import TidepoolKafka
 import TidepoolStore
 
-/// Writes checkpoints on a thread of their own, so processing stalls only for taking the
-/// snapshot (encoding the changed customers), not for the SQLite transaction. One write is in
+/// Writes checkpoints on a thread of their own at a lower CPU priority (`BackgroundThread`), so
+/// processing stalls only for taking the snapshot (encoding the changed customers), not for the
+/// SQLite transaction, and does not lose its core to the write when the machine is busy. One write is in
 /// flight at a time; the pipeline commits its Kafka offsets when the write has completed.
 /// The SQLite connection is used by one thread at a time: restores `wait()` first.
 final class CheckpointWriter: @unchecked Sendable {
@@ -16,7 +17,7 @@ final class CheckpointWriter: @unchecked Sendable {
     }
 
     let store: CheckpointStore
-    private let queue = DispatchQueue(label: "tidepool-checkpoint-writer")
+    private let thread = BackgroundThread(name: "tp-checkpoint")
     private let finished = Mutex<Completed?>(nil)
     private let lastFold = Mutex<Double>(0)
     private let done = DispatchSemaphore(value: 0)
@@ -29,7 +30,7 @@ final class CheckpointWriter: @unchecked Sendable {
                 segments: [(name: String, rule: String)]) {
         precondition(!inFlight, "one checkpoint write at a time")
         inFlight = true
-        queue.async { [self] in
+        thread.async { [self] in
             let t0 = WallClock.monotonicNs()
             var err: Error? = nil
             do { try store.write(snapshots, outputs: outputs, segments: segments) } catch { err = error }
@@ -59,7 +60,7 @@ final class CheckpointWriter: @unchecked Sendable {
     /// Waits for the write in flight, if any, and for the WAL fold after it: the connection is
     /// idle when this returns.
     func wait() -> Completed? {
-        defer { queue.sync {} }
+        defer { thread.sync() }
         guard inFlight else { return nil }
         done.wait()
         inFlight = false

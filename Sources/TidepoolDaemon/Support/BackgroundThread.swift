@@ -1,0 +1,78 @@
+import Foundation
+
+/// A thread of its own for background work (the checkpoint writes), at a lower CPU priority than
+/// processing: closures submitted with `async` run on it one at a time, in order.
+///
+/// Why a thread and not a dispatch queue: Linux keeps the nice value per thread, and a pool
+/// thread lowered once would stay lowered for whatever it ran next (an unprivileged process cannot
+/// raise it back). Threads this one creates inherit its priority (`HelperThread`).
+///
+/// Why lower: a checkpoint write is a burst of CPU (SQLite inserts of the changed customers, then
+/// the WAL fold). When the cores are busy, at nice 0 it took its share from the processing thread
+/// and, on a machine that also hosts the broker, from the broker; every event in flight then
+/// waited. At nice 10 the scheduler gives it about a tenth of a contended core and all of an idle
+/// one, so checkpoints take longer only when processing needs the CPU.
+final class BackgroundThread: @unchecked Sendable {
+    /// The nice value of the thread (0 is normal, 19 the lowest priority).
+    let nice: Int32
+    private let state: State
+
+    private final class State: @unchecked Sendable {
+        let cond = NSCondition()
+        var jobs: [() -> Void] = []
+        var running = false
+        var stopping = false
+    }
+
+    init(name: String, nice: Int32 = 10) {
+        self.nice = nice
+        let state = State()
+        self.state = state
+        let thread = Thread {
+            // PRIO_PROCESS with 0 names the calling thread on Linux (the nice value is per thread).
+            // Failure leaves it at normal priority: slower processing under load, nothing wrong.
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
+            Thread.current.name = name  // what `top -H` and `ps -L` show (15 bytes at most)
+            while true {
+                state.cond.lock()
+                while state.jobs.isEmpty && !state.stopping { state.cond.wait() }
+                if state.jobs.isEmpty {
+                    state.cond.unlock()
+                    return
+                }
+                let job = state.jobs.removeFirst()
+                state.running = true
+                state.cond.unlock()
+                job()
+                state.cond.lock()
+                state.running = false
+                state.cond.broadcast()
+                state.cond.unlock()
+            }
+        }
+        thread.start()
+    }
+
+    /// The thread runs what was submitted, then exits.
+    deinit {
+        state.cond.lock()
+        state.stopping = true
+        state.cond.broadcast()
+        state.cond.unlock()
+    }
+
+    /// Runs `job` on the thread after everything submitted before it.
+    func async(_ job: @escaping @Sendable () -> Void) {
+        state.cond.lock()
+        state.jobs.append(job)
+        state.cond.broadcast()
+        state.cond.unlock()
+    }
+
+    /// Waits until everything submitted so far has run.
+    func sync() {
+        state.cond.lock()
+        while state.running || !state.jobs.isEmpty { state.cond.wait() }
+        state.cond.unlock()
+    }
+}
