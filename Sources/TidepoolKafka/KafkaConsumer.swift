@@ -161,12 +161,23 @@ public final class KafkaConsumer {
         if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, "subscribe") }
     }
 
-    /// Waits up to `timeoutMs` for records and hands up to `maxBatch` of them to `body`, then
-    /// releases them. Rebalance callbacks run inside this call. Returns the number of messages.
+    /// Hands up to `maxBatch` records already fetched to `body`, then releases them; when none
+    /// are, waits up to `timeoutMs` for the first one and hands over it and whatever came with it.
+    /// Rebalance callbacks run inside this call. Returns the number of messages.
     @discardableResult
     public func poll(timeoutMs: Int32, _ body: (KafkaMessage) -> Void) -> Int {
-        let n = buffer.withUnsafeMutableBufferPointer { b in
-            rd_kafka_consume_batch_queue(queue, Int32(timeoutMs), b.baseAddress, b.count)
+        // librdkafka's batch consume waits until the batch is full or the timeout has passed, so
+        // records that arrive early in the wait would sit out the rest of it (up to the poll
+        // timeout of added latency at moderate rates). Instead: take what is already fetched;
+        // when that is nothing, wait for the first record alone (rd_kafka_consume_queue returns
+        // as soon as one is there) and then take what came with it.
+        let n = buffer.withUnsafeMutableBufferPointer { b -> Int in
+            let got = Int(rd_kafka_consume_batch_queue(queue, 0, b.baseAddress, b.count))
+            guard got == 0, timeoutMs > 0, b.count > 0 else { return got }
+            guard let first = rd_kafka_consume_queue(queue, Int32(timeoutMs)) else { return 0 }
+            b[0] = first
+            let more = b.count > 1 ? rd_kafka_consume_batch_queue(queue, 0, b.baseAddress! + 1, b.count - 1) : 0
+            return 1 + max(0, Int(more))
         }
         guard n > 0 else { return 0 }
         for k in 0..<n {

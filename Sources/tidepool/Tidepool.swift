@@ -231,14 +231,23 @@ struct MockBroker: ParsableCommand {
         abstract: "Host librdkafka's mock Kafka cluster in this process and print its bootstrap address.",
         discussion: "Prints `bootstrap.servers=HOST:PORT` on the first line of stdout, then serves until SIGTERM or SIGINT.")
 
-    @Option(name: .customLong("topic"), help: "Topic to create (repeatable).")
+    @Option(name: .customLong("topic"), help: "Topic to create (repeatable); NAME:N gives it N partitions instead of --partitions (Kafka topic names cannot contain ':').")
     var topics: [String] = ["touchpoints", "tidepool.triggers", "tidepool.dead-letters"]
     @Option(help: "Partitions per topic.") var partitions: Int32 = 4
     @Option(help: "Number of mock brokers.") var brokers: Int32 = 1
 
     func run() throws {
         let cluster = try MockCluster(brokers: brokers)
-        for t in topics { try cluster.createTopic(t, partitions: partitions) }
+        for t in topics {
+            let parts = t.split(separator: ":", maxSplits: 1)
+            guard let name = parts.first, !name.isEmpty else { throw ValidationError("empty topic name in --topic \(t)") }
+            var n = partitions
+            if parts.count == 2 {
+                guard let v = Int32(parts[1]), v > 0 else { throw ValidationError("--topic \(t): partitions after ':' must be a positive number") }
+                n = v
+            }
+            try cluster.createTopic(String(name), partitions: n)
+        }
         print("bootstrap.servers=\(cluster.bootstrapServers)")
         fflush(stdout)
         let stop = DispatchSemaphore(value: 0)

@@ -24,10 +24,10 @@ public struct TidepoolConfig: Equatable, Sendable {
     public struct Processing: Equatable, Sendable {
         /// Most records taken from librdkafka per poll.
         public var batchSize = 10_000
-        /// How long one poll waits for records when there are none.
-        /// librdkafka's batch consume returns when the batch is full or this has passed, so at low
-        /// rates it adds up to this much latency to every event (10ms: p50 ~80 ms end to end at
-        /// light load, against ~380 ms with 100ms and librdkafka's 500 ms fetch wait).
+        /// How long one poll waits for records when there are none. A poll takes what is already
+        /// fetched without waiting; only an empty poll waits, and only until the first record
+        /// (`KafkaConsumer.poll`), so this bounds how often an idle loop turns (idle-partition
+        /// timers, checkpoints, jobs from other threads), not the latency of events.
         public var pollTimeoutMs: Int64 = 10
     }
 

@@ -202,7 +202,14 @@ public final class Pipeline: RebalanceListener {
         producer = try KafkaProducer(properties: config.producerProperties) { [unowned self] report in
             self.onDelivery(report)
         }
-        if let writer { try readTriggersBack(writer.store) }
+        if let writer {
+            try readTriggersBack(writer.store)
+        } else if (try? producer.partitionCount(topic: config.kafka.triggerTopic)) == nil {
+            // Known before the first event: the first trigger otherwise waited for the topic's
+            // metadata (~300 ms on the mock). With checkpoints the read-back above does this.
+            logger.warning("trigger topic metadata not available yet; the first triggers wait for it",
+                           metadata: ["topic": "\(config.kafka.triggerTopic)"])
+        }
         consumer = try KafkaConsumer(properties: config.consumerProperties, listener: self,
                                      maxBatch: config.processing.batchSize)
         try consumer.subscribe(config.kafka.inputTopics)
@@ -212,10 +219,16 @@ public final class Pipeline: RebalanceListener {
         subscribedNs = WallClock.monotonicNs()
         while !stopRequested && deliveryFailure == nil && fatalError == nil {
             currentSeq = tracker.open()
-            let now = clock()
-            consumer.poll(timeoutMs: timeout) { msg in handle(msg, nowMs: now) }
+            // The time of this turn is read when its records are there, after the poll's wait
+            // (it is each trigger's emitted_at and the decoder's "now").
+            var turnNow: Int64? = nil
+            consumer.poll(timeoutMs: timeout) { msg in
+                let now = turnNow ?? clock()
+                turnNow = now
+                handle(msg, nowMs: now)
+            }
             endRun()
-            if config.idleAdvance { advanceIdlePartitions(wallMs: now) }
+            if config.idleAdvance { advanceIdlePartitions(wallMs: turnNow ?? clock()) }
             if let writer {
                 if let c = writer.poll() { checkpointCompleted(c) }
                 if staged != nil {
