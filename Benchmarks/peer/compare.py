@@ -220,7 +220,7 @@ def run_tidepool(bootstrap, events, tmp):
         log.close()
 
 
-def run_latency(bootstrap, rate, seconds, tmp, live):
+def run_latency(bootstrap, rate, seconds, tmp, live, fetch_wait_ms=5):
     """Paced load: `rate` first purchases per second (each fires the built-in first-purchase
     trigger, fired_at = the event's timestamp = its produce time) for `seconds`. Latency = when the
     trigger record reaches a consumer of the trigger topic - fired_at (wall clock, one machine).
@@ -235,13 +235,13 @@ def run_latency(bootstrap, rate, seconds, tmp, live):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     cfg = tmp / "latency.yaml"
     tidepool_config(cfg, bootstrap, tmp / f"latency-{rate}.sqlite", port)
-    # fetch.wait.max.ms 5 (the daemon's default is 50): the 2.0.2 mock answers a fetch that finds
+    # fetch.wait.max.ms `fetch_wait_ms`, 5 (the daemon's default is 50): the 2.0.2 mock answers a fetch that finds
     # nothing only after that wait, even when records arrive meanwhile ("This isn't strictly
     # correct", rd_kafka_mock_handle_Fetch); a real broker answers as soon as they are there.
     # With 50 the mock added ~25 ms to the median; this is the daemon's only setting that differs.
     cfg.write_text(cfg.read_text().replace("group_id: bench-tidepool", f"group_id: bench-latency-{rate}")
                    .replace(f"input_topics: [{TOPIC}]", f"input_topics: [{live}]\n  trigger_topic: {live}.triggers")
-                   .replace('session.timeout.ms: "6000"', 'session.timeout.ms: "6000"\n    fetch.wait.max.ms: "5"'))
+                   .replace('session.timeout.ms: "6000"', f'session.timeout.ms: "6000"\n    fetch.wait.max.ms: "{fetch_wait_ms}"'))
     proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60

@@ -21,7 +21,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rate", default="5000", help="comma-separated events/s, one run each")
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--fetch-wait", type=int, help="the daemon consumer's fetch.wait.max.ms (default: Tidepool's 50)")
+    ap.add_argument("--fetch-wait", type=int, default=5,
+                    help="the daemon consumer's fetch.wait.max.ms (default 5, as compare.py; Tidepool's own default is 50)")
     ap.add_argument("--no-checkpoints", action="store_true", help="run the daemon without state.path")
     a = ap.parse_args()
     base = compare.tidepool_config
@@ -29,9 +30,6 @@ def main():
     def config(path, bootstrap, state, port):
         base(path, bootstrap, state, port)
         text = path.read_text()
-        if a.fetch_wait is not None:
-            text = text.replace('    session.timeout.ms: "6000"\n',
-                                f'    session.timeout.ms: "6000"\n    fetch.wait.max.ms: "{a.fetch_wait}"\n')
         if a.no_checkpoints:
             text = text.replace(f'  path: "{state}"\n', '  path: ""\n')
         path.write_text(text)
@@ -41,8 +39,9 @@ def main():
     try:
         with tempfile.TemporaryDirectory() as d:
             for i, rate in enumerate(int(r) for r in a.rate.split(",")):
-                p50, p99, f = compare.run_latency(bootstrap, rate, a.seconds, pathlib.Path(d), f"{compare.LIVE}.{i}")
-                print(f"{rate} events/s ({f['offered_per_s']}/s offered), fetch.wait.max.ms {a.fetch_wait or 'default'}, "
+                p50, p99, f = compare.run_latency(bootstrap, rate, a.seconds, pathlib.Path(d), f"{compare.LIVE}.{i}",
+                                                   fetch_wait_ms=a.fetch_wait)
+                print(f"{rate} events/s ({f['offered_per_s']}/s offered), fetch.wait.max.ms {a.fetch_wait}, "
                       f"checkpoints {'off' if a.no_checkpoints else 'on'}: p50 {p50} ms, p99 {p99} ms "
                       f"(in the daemon p50 {f['daemon_p50_ms']}, p99 {f['daemon_p99_ms']}; "
                       f"{f['triggers']} triggers of {f['sent']} events; client CPU {f['client_cpu_s']} s)", flush=True)
