@@ -8,10 +8,12 @@ import Foundation
 /// raise it back). Threads this one creates inherit its priority (`HelperThread`).
 ///
 /// Why lower: a checkpoint write is a burst of CPU (SQLite inserts of the changed customers, then
-/// the WAL fold). When the cores are busy, at nice 0 it took its share from the processing thread
-/// and, on a machine that also hosts the broker, from the broker; every event in flight then
-/// waited. At nice 10 the scheduler gives it about a tenth of a contended core and all of an idle
-/// one, so checkpoints take longer only when processing needs the CPU.
+/// the WAL fold) that nothing waits for, while every event in flight waits for the processing
+/// thread. At nice 10 the scheduler gives the write about a tenth of a contended core and all of
+/// an idle one, so checkpoints take longer only when processing needs the CPU. (Measured at 50k
+/// new customers/s on 2 cores shared with the broker: half-load p99 104-272 ms at nice 0 and
+/// 103-166 ms at nice 10, three runs each: no clear gain there, where processing slows during a
+/// write in kernel time rather than for want of CPU; Benchmarks/README.md, "Latency".)
 final class BackgroundThread: @unchecked Sendable {
     /// The nice value of the thread (0 is normal, 19 the lowest priority).
     let nice: Int32
