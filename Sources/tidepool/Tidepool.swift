@@ -76,7 +76,6 @@ struct Run: ParsableCommand {
         let worker = PipelineThread(try Pipeline(config: cfg, logger: logger))
         onTerminationSignal { [worker] in worker.pipeline.requestStop() }
         onReloadSignal { [worker, config] in Self.reload(worker, path: config, logger: logger) }
-        worker.start()
         var server: StatusServer? = nil
         if !cfg.http.listen.isEmpty {
             let server_ = try StatusServer(worker: worker, listen: cfg.http.listen, logger: Logger(label: "tidepool.http"))
@@ -101,6 +100,9 @@ struct Run: ParsableCommand {
                 _ = done.wait(timeout: .now() + 5)
             }
         }
+        // The processing runs here, on the main thread (PipelineThread.runOnCurrentThread says
+        // why); signals and HTTP are served by other threads meanwhile.
+        worker.runOnCurrentThread()
         let outcome: Pipeline.Outcome
         do {
             outcome = try worker.wait()

@@ -1,7 +1,8 @@
 import Foundation
 import Synchronization
 
-/// Runs a `Pipeline` on a dedicated thread (librdkafka calls block) and hands back its result.
+/// Runs a `Pipeline` on a dedicated thread (librdkafka calls block), or on the calling thread
+/// (`runOnCurrentThread`), and hands back its result.
 public final class PipelineThread: Sendable {
     public let pipeline: Pipeline
     private let result = Mutex<Result<Pipeline.Outcome, Error>?>(nil)
@@ -21,6 +22,21 @@ public final class PipelineThread: Sendable {
         }
         t.stackSize = 8 << 20
         t.start()
+    }
+
+    /// Runs the pipeline on the calling thread until it returns; `wait()` then has its result.
+    ///
+    /// `tidepool run` calls this from the process's main thread, because glibc's allocator grows
+    /// the main thread's heap (the main arena) with `brk` in huge-page steps, and any other
+    /// thread's heap a few pages at a time with `mprotect`, each call taking the process's
+    /// memory-map lock. At 44k new customers/s the processing thread made 31,154 `mprotect` calls
+    /// in 10 s (945 ms, up to 8.9 ms each, slowest while a checkpoint write ran) where on the
+    /// main thread it made 87 `brk` calls (11 ms) (`perf trace -s`); the live maximum rose from
+    /// 84k-86k to 90k-111k events/s in three alternating pairs (Benchmarks/README.md, "Latency").
+    public func runOnCurrentThread() {
+        let r = Result { try pipeline.run() }
+        result.withLock { $0 = r }
+        done.signal()
     }
 
     /// The result if the pipeline has returned already (start-up errors show up here quickly).
