@@ -16,9 +16,7 @@ public final class PipelineThread: Sendable {
         let t = Thread { [self] in
             // Named from inside: on Linux a name set before start does not reach the thread.
             Thread.current.name = "tp-pipeline"  // `top -H`, `ps -L` (15 bytes at most)
-            let r = Result { try pipeline.run() }
-            result.withLock { $0 = r }
-            done.signal()
+            runOnCurrentThread()
         }
         t.stackSize = 8 << 20
         t.start()

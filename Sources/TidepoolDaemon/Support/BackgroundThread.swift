@@ -15,8 +15,6 @@ import Foundation
 /// 103-166 ms at nice 10, three runs each: no clear gain there, where processing slows during a
 /// write in kernel time rather than for want of CPU; Benchmarks/README.md, "Latency".)
 final class BackgroundThread: @unchecked Sendable {
-    /// The nice value of the thread (0 is normal, 19 the lowest priority).
-    let nice: Int32
     private let state: State
 
     private final class State: @unchecked Sendable {
@@ -26,8 +24,8 @@ final class BackgroundThread: @unchecked Sendable {
         var stopping = false
     }
 
+    /// `nice`: the thread's nice value (0 is normal, 19 the lowest priority).
     init(name: String, nice: Int32 = 10) {
-        self.nice = nice
         let state = State()
         self.state = state
         let thread = Thread {
