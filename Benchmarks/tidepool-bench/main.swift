@@ -146,7 +146,7 @@ if !engineOnly {
     let heavyCustomers = 20_000
     let perCustomer = 50
     let heavyBefore = allocatedBytes()
-    let heavy = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
+    let heavy = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), transitionOutput: .counted))
     var hr = SplitMixBench(state: 11)
     for k in 0..<(heavyCustomers * perCustomer) {
         let c = k % heavyCustomers
@@ -230,15 +230,17 @@ func replay(_ runs: ArraySlice<[Int]>, _ engine: Engine, batched: Bool, _ on: (E
     }
     return nowNs() - t0
 }
-func freshEngine(campaigns: CampaignSet = .empty) -> Engine {
+/// An engine as the daemon configures it: transitions counted, not emitted.
+func freshEngine(campaigns: CampaignSet = .empty, output: TransitionOutput = .counted) -> Engine {
     Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false),
-                                campaigns: campaigns, explainTransitions: false))
+                                campaigns: campaigns, transitionOutput: output))
 }
+/// Transitions an engine counted, over all segments.
+func transitionCount(_ e: Engine) -> Int64 { e.transitionCounts.values.reduce(0, +) }
 let before = allocatedBytes()
 let bigEngine = freshEngine()
-var transitionsOut = 0
-let engineSeconds = only == "campaigns" ? 1
-    : Double(replay(engineRuns[...], bigEngine, batched: false) { o in if case .transition = o { transitionsOut += 1 } }) / 1e9
+let engineSeconds = only == "campaigns" ? 1 : Double(replay(engineRuns[...], bigEngine, batched: false) { _ in }) / 1e9
+let transitionsOut = transitionCount(bigEngine)
 if only != "campaigns" {
     let replayTimers = enginePartitions.reduce(Int64(0)) { $0 + (bigEngine.stats($1)?.timersFired ?? 0) }
     let after = allocatedBytes()
@@ -268,10 +270,9 @@ func alternating(_ a: Engine, batchedA: Bool, _ onA: (EngineOutput) -> Void,
 // looked up and their state prefetched first), in two fresh engines; their transitions must be
 // equal.
 if only == "engine" || only == "" {
-    var singleTransitions = 0, batchedTransitions = 0
-    let (singleSeconds, batchedSeconds) = alternating(
-        freshEngine(), batchedA: false, { if case .transition = $0 { singleTransitions += 1 } },
-        freshEngine(), batchedB: true, { if case .transition = $0 { batchedTransitions += 1 } })
+    let single = freshEngine(), batched = freshEngine()
+    let (singleSeconds, batchedSeconds) = alternating(single, batchedA: false, { _ in }, batched, batchedB: true, { _ in })
+    let singleTransitions = transitionCount(single), batchedTransitions = transitionCount(batched)
     line("... one event at a time, alternating (A)", Double(engineEvents) / singleSeconds, "events/s", "\(singleTransitions) transitions")
     line("... runs of \(runLength), batched apply (B)", Double(engineEvents) / batchedSeconds, "events/s",
          "\(batchedTransitions) transitions" + (batchedTransitions == singleTransitions ? "" : " MISMATCH"))
@@ -382,7 +383,7 @@ do {
     line("checkpoint write (writer + copy thread)", Double(written) / tWrite, "customers/s",
          "\(written) customers, \(String(format: "%.2f", tWrite)) s; CPU: writer thread \(String(format: "%.2f", cpuWrite)) s, both \(String(format: "%.2f", procWrite)) s; \(encodedBytes / max(written, 1)) bytes of state per customer")
     line("WAL fold after the commit (writer thread)", tFold * 1000, "ms", "copies the checkpoint into the database file; nothing waits for it")
-    let restored = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), explainTransitions: false))
+    let restored = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), transitionOutput: .counted))
     // As a daemon starts: open the file (integrity check included), then restore every partition.
     let t0o = nowNs()
     let reopened = try! CheckpointStore(path: path, configVersion: "bench")

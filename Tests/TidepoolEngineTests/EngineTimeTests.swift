@@ -259,7 +259,7 @@ final class EngineTimeTests: XCTestCase {
         let set = try SegmentSet(ExampleSegments.definitions, aggregates: agg, channels: ChannelTable(agg))
         let explained = Engine(config: EngineConfig(aggregates: agg, segments: set, firstPurchase: FirstPurchaseRule(enabled: false)))
         let bare = Engine(config: EngineConfig(aggregates: agg, segments: set, firstPurchase: FirstPurchaseRule(enabled: false),
-                                               explainTransitions: false))
+                                               transitionOutput: .plain))
         var rng = SeededRNG(42)
         var a: [SegmentTransition] = [], b: [SegmentTransition] = []
         var clock = t0

@@ -50,6 +50,44 @@ final class ReconfigureTests: XCTestCase {
         XCTAssertEqual(e.memberships("c3"), ["buyers", "everyone"])
     }
 
+    /// `.counted` emits no transition values, and counts the same transitions per segment as the
+    /// emitted ones; a reload keeps every count with its segment's name (the daemon publishes
+    /// them as counters, which must never go backwards).
+    func testCountedTransitionsMatchEmittedOnesAndSurviveAReload() throws {
+        let rules = [("visitors", "count(page_view, 1d) >= 1"), ("buyers", "orders() >= 1")]
+        var plainConfig = try config(rules)
+        plainConfig.transitionOutput = .plain
+        var countedConfig = try config(rules)
+        countedConfig.transitionOutput = .counted
+        let plain = Engine(config: plainConfig), counted = Engine(config: countedConfig)
+        var emitted: [String: Int64] = [:]
+        var countedOutputs = 0
+        for n in 0..<40 {
+            // Purchases and visits, then a day later the visits leave the window (exits by timer).
+            let type: EventType = n % 3 == 0 ? .purchase : .pageView
+            let e = TouchpointEvent(eventID: "e\(n)", customerID: "c\(n % 13)", type: type, channel: "app", timestampMs: t0 + Int64(n) * 60_000,
+                                    amount: type == .purchase ? Money(major: 5) : nil, currency: type == .purchase ? "CNY" : nil)
+            plain.apply(e, partition: p0) { if case .transition(let t) = $0 { emitted[t.segment, default: 0] += 1 } }
+            counted.apply(e, partition: p0) { if case .transition = $0 { countedOutputs += 1 } }
+        }
+        plain.advance(p0, to: t0 + 3 * 86_400_000) { if case .transition(let t) = $0 { emitted[t.segment, default: 0] += 1 } }
+        counted.advance(p0, to: t0 + 3 * 86_400_000) { if case .transition = $0 { countedOutputs += 1 } }
+        XCTAssertEqual(countedOutputs, 0, "no transition values with .counted")
+        XCTAssertEqual(emitted["visitors"], 26, "13 customers entered and left")
+        XCTAssertEqual(emitted["buyers"], 13, "every customer bought")
+        XCTAssertEqual(counted.transitionCounts, emitted)
+        XCTAssertEqual(plain.transitionCounts, emitted, "emitted transitions are counted too")
+
+        // buyers moves to index 0, visitors is removed, everyone is added (all 13 customers enter it).
+        var reloadConfig = try config([("buyers", "orders() >= 1"), ("everyone", "count(page_view, 1d) >= 0")])
+        reloadConfig.transitionOutput = .counted
+        _ = counted.reconfigure(reloadConfig, policy: .emit) { _ in }
+        XCTAssertEqual(counted.transitionCounts, ["visitors": 26, "buyers": 13, "everyone": 13])
+        counted.apply(TouchpointEvent(eventID: "new", customerID: "n1", type: .purchase, channel: "app", timestampMs: t0 + 3 * 86_400_000,
+                                      amount: Money(major: 5), currency: "CNY"), partition: p0) { _ in }
+        XCTAssertEqual(counted.transitionCounts, ["visitors": 26, "buyers": 14, "everyone": 14])
+    }
+
     func testCapPolicyAppliesLargeChangesSilentlyAndCampaignsDoNotFire() throws {
         let e = try populated([("buyers", "orders() >= 1")])
         var out: [EngineOutput] = []

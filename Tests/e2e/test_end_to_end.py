@@ -418,6 +418,7 @@ segments:
         assert m[("tidepool_events_total", (("type", "page_view"),))] == 20
         assert m[("tidepool_ready", ())] == 1
         assert m[("tidepool_segment_members", (("segment", "browsers"),))] == 20
+        assert m[("tidepool_segment_transitions_total", (("segment", "browsers"),))] == 20
         assert m[("tidepool_customers", ())] == 20
         # The lag gauge is refreshed once a second from the watermarks of fetch responses, so it
         # may trail the event counters by up to a second: wait for a refresh that covers every partition.
@@ -449,6 +450,10 @@ segments:
         wait_for(lambda: scraped()[("tidepool_config_reloads_total", (("result", "applied"),))] == 1, 20, "applied reload")
         sizes = {s["segment"]: s["members"] for s in json.loads(http_get(port, "/segments")[2])["segments"]}
         assert sizes == {"browsers": 20, "buyers": 5}
+        # The reload's own transitions (5 entries, within reload.cap) are counted with the rest.
+        m = wait_for(lambda: (lambda v: v if v.get(("tidepool_segment_transitions_total", (("segment", "buyers"),))) == 5 else None)(scraped()),
+                     10, "the reload's 5 transitions counted")
+        assert m[("tidepool_segment_transitions_total", (("segment", "browsers"),))] == 20
 
         # A duplicate (an event_id already applied) and a late event (an hour behind stream time):
         # both are counted per input partition; the duplicate changes nothing, the late one applies.

@@ -26,7 +26,7 @@ public final class Backtest {
 
     public init(config: TidepoolConfig) throws {
         self.config = config
-        self.engine = Engine(config: try config.engineConfig(), offsets: SystemTimeZones())
+        self.engine = Engine(config: try config.engineConfig(transitionOutput: .plain), offsets: SystemTimeZones())
         self.decoder = TouchpointDecoder(limits: config.decoding)
     }
 

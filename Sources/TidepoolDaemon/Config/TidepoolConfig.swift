@@ -88,15 +88,16 @@ public struct TidepoolConfig: Equatable, Sendable {
     public init() {}
 
     /// The engine configuration. Segments were checked when the file was loaded. The daemon only
-    /// counts transitions (metrics, backtests), so they come without their explanation; the
-    /// explanation of a customer is rendered on demand (`/customers/{id}`, `tidepool inspect`).
-    public func engineConfig() throws -> EngineConfig {
+    /// counts transitions (metrics), so by default they are counted and not emitted; a backtest
+    /// takes them without their explanation. The explanation of a customer is rendered on
+    /// demand (`/customers/{id}`, `tidepool inspect`).
+    public func engineConfig(transitionOutput: TransitionOutput = .counted) throws -> EngineConfig {
         let channels = ChannelTable(aggregates)
         let set = try SegmentSet(allSegments, aggregates: aggregates, channels: channels, models: models)
         let campaignSet = try CampaignSet(campaigns, policy: contactPolicy, segments: set, aggregates: aggregates, channels: channels)
         return EngineConfig(aggregates: aggregates, segments: set, latenessMs: latenessMs,
                             customerRetentionMs: customerRetentionMs, firstPurchase: firstPurchase, erasureKey: erasureKey,
-                            campaigns: campaignSet, explainTransitions: false)
+                            campaigns: campaignSet, transitionOutput: transitionOutput)
     }
 
     /// The configured segments plus `lifecycle_<stage>` for each lifecycle a campaign starts on

@@ -372,7 +372,7 @@ public final class Pipeline: RebalanceListener {
     private func route(_ output: EngineOutput, nowMs: Int64) {
         switch output {
         case .trigger(let t): emit(t, nowMs: nowMs)
-        case .transition(let tr): counters.segmentTransitions[tr.segment, default: 0] += 1
+        case .transition: break  // counted by the engine (`transitionCounts`), published with the rest
         case .deferred(let campaign, _, _): counters.campaignDeferred[campaign, default: 0] += 1
         case .erased(let id):
             // A tombstone on the customer's key: compaction removes its triggers, and downstream
@@ -670,6 +670,7 @@ public final class Pipeline: RebalanceListener {
     private func publish() {
         counters.customers = engine.customerCount
         counters.segmentSizes = engine.segmentSizes
+        counters.segmentTransitions = engine.transitionCounts
         for (p, ps) in engine.partitions {
             var c = retiredCounters[p] ?? PartitionStats()
             c.addCounters(ps.stats)
