@@ -118,6 +118,16 @@ struct CustomerIndex: Sendable {
         return oldSlots[i]
     }
 
+    /// `prefetch` of each hash.
+    func prefetch(_ hashes: UnsafeBufferPointer<UInt64>) {
+        for h in hashes { prefetch(hash: h) }
+    }
+
+    /// `likelySlot` of each hash.
+    func likelySlots(_ hashes: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Int32>) {
+        for i in hashes.indices { out[i] = likelySlot(hash: hashes[i]) }
+    }
+
     /// Adds an id known to be absent.
     mutating func insert(hash: UInt64, slot: Int32) {
         if migrating { migrate(Self.migrationStep) }

@@ -357,17 +357,15 @@ public final class Engine {
                         // 1. Hash every id and prefetch its index entry; 2. read the entries
                         // (now in cache) and prefetch the records; 3. apply, prefetching the
                         // arrays of a customer a few events ahead (its record is in cache by then).
-                        for i in 0..<n {
-                            hashes[i] = StableHash.hash64(ev[i].customerID)
-                            ps.index.prefetch(hash: hashes[i])
-                        }
+                        for i in 0..<n { hashes[i] = StableHash.hash64(ev[i].customerID) }
+                        // One call each for the whole run: called per event from this loop, the
+                        // index was copied (four retains and releases) for every event.
+                        ps.index.prefetch(UnsafeBufferPointer(hashes))
+                        ps.index.likelySlots(UnsafeBufferPointer(hashes), into: slots)
                         ps.customers.withUnsafeBufferPointer { c in
                             ps.ids.withUnsafeBufferPointer { ids in
                                 ps.flips.withUnsafeBufferPointer { f in
-                                    for i in 0..<n {
-                                        slots[i] = ps.index.likelySlot(hash: hashes[i])
-                                        CustomerPrefetch.record(c, ids, f, slots[i], segments: segments)
-                                    }
+                                    for i in 0..<n { CustomerPrefetch.record(c, ids, f, slots[i], segments: segments) }
                                 }
                             }
                         }
