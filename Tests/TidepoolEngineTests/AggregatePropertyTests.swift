@@ -210,6 +210,23 @@ final class AggregatePropertyTests: XCTestCase {
         XCTAssertEqual(AggregateConfig.problem(windowMs: 8 * AggregateConfig.dayMs + AggregateConfig.hourMs), "windows longer than 7d must be whole days")
         XCTAssertNil(AggregateConfig.problem(windowMs: 90 * AggregateConfig.dayMs))
     }
+
+    /// A first/last entry keeps its key and both times exactly over the whole range event times
+    /// can take, in 16 bytes; a customer record has no padding.
+    func testFirstLastPacksKeyAndTimesAndRecordsStayCompact() {
+        for (key, first, last) in [(UInt8(0), Int64(0), Int64(0)), (255, Timestamp.maxMs, Timestamp.maxMs), (64 + 7, 1_790_000_000_123, 1_790_000_999_999),
+                                   (3, -86_400_000, 5)] {
+            var f = FirstLast(key: key, first: first, last: last)
+            XCTAssertEqual(f.key, key)
+            XCTAssertEqual(f.first, first)
+            XCTAssertEqual(f.last, last)
+            f.first = first / 2
+            XCTAssertEqual(f.key, key, "setting the first time keeps the key")
+            XCTAssertEqual(f.first, first / 2)
+        }
+        XCTAssertEqual(MemoryLayout<FirstLast>.stride, 16)
+        XCTAssertEqual(MemoryLayout<CustomerRecord>.stride, 152)
+    }
 }
 
 /// Deterministic generator for tests (SplitMix64).

@@ -21,10 +21,29 @@ public struct OrderRecord: Sendable, Equatable {
 }
 
 /// First and last event time for one event type (key < 64) or one channel (64 + channel index).
+///
+/// 16 bytes: the key rides in the top byte of the first time. Event times are between the epoch
+/// and the end of year 9999 (`Timestamp.maxMs`, 48 bits), so 56 signed bits hold any of them;
+/// a separate key byte padded each entry to 24 bytes (a typical customer has ~8 entries).
 public struct FirstLast: Sendable, Equatable {
-    public var key: UInt8
-    public var first: Int64
+    private var keyAndFirst: UInt64
     public var last: Int64
+
+    public init(key: UInt8, first: Int64, last: Int64) {
+        assert(first >= -(1 << 55) && first < 1 << 55, "first time out of the 56-bit range")
+        keyAndFirst = UInt64(key) << 56 | (UInt64(bitPattern: first) & Self.timeBits)
+        self.last = last
+    }
+
+    private static let timeBits: UInt64 = (1 << 56) - 1
+
+    public var key: UInt8 { UInt8(truncatingIfNeeded: keyAndFirst >> 56) }
+
+    public var first: Int64 {
+        // The low 56 bits, sign-extended.
+        get { Int64(bitPattern: keyAndFirst << 8) >> 8 }
+        set { keyAndFirst = (keyAndFirst & ~Self.timeBits) | (UInt64(bitPattern: newValue) & Self.timeBits) }
+    }
 }
 
 /// Rolling and lifetime aggregates of one customer. Sparse by design: only buckets, types and

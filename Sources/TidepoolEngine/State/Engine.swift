@@ -115,9 +115,13 @@ public enum EngineOutput: Sendable, Equatable {
     case deferred(campaign: String, customerID: String, untilMs: Int64)
 }
 
-/// One customer in memory.
+/// One customer in memory. The fields are in an order that leaves no padding (152 bytes): the
+/// 4-byte epoch fills the end of the aggregates' last word, the two flags come last.
 public struct CustomerRecord: Sendable {
     public var aggregates = CustomerAggregates()
+    /// The checkpoint epoch in which this customer last changed (`PartitionState.epoch`; listed
+    /// in `PartitionState.dirty`), 0 when unchanged since its state was last captured.
+    var dirtyEpoch: UInt32 = 0
     /// Bit i: member of segment i.
     public var memberships: UInt64 = 0
     /// Time of the last evaluation (evaluation time never goes backwards for a customer).
@@ -128,18 +132,15 @@ public struct CustomerRecord: Sendable {
     /// later keeps the earlier entry, which re-arms itself when it comes up: the heap never grows
     /// by one entry per event.
     var scheduledMs: Int64 = .max
-    public var firstPurchaseFired = false
-    public var live = true
     /// When the customer last came back from dormant or churned (.min: never); lifecycle `recalled`.
     public var returnedAtMs: Int64 = .min
-    /// Campaign episodes, contact ledger, consent and time zone.
-    public var contact = ContactState()
-    /// The checkpoint epoch in which this customer last changed (`PartitionState.epoch`; listed
-    /// in `PartitionState.dirty`), 0 when unchanged since its state was last captured.
-    var dirtyEpoch: UInt32 = 0
     /// Stable hash of the customer id: orders timers due at the same instant the same way in
     /// every run, whatever slot the customer occupies (a restored engine fills slots differently).
     var idHash: UInt64 = 0
+    /// Campaign episodes, contact ledger, consent and time zone.
+    public var contact = ContactState()
+    public var firstPurchaseFired = false
+    public var live = true
 }
 
 /// Counters of one partition.
