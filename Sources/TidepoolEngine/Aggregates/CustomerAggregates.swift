@@ -240,8 +240,10 @@ public struct CustomerAggregates: Sendable, Equatable {
             }
             kept = n
         }
-        buckets.removeLast(buckets.count - kept)
-        orders.removeAll { $0.hour < dropBefore }
+        if kept < buckets.count { buckets.removeLast(buckets.count - kept) }
+        // Only when there are orders: `removeAll(where:)` on an empty array made it unique
+        // first, which allocated an empty buffer, for most customers on every fold.
+        if !orders.isEmpty { orders.removeAll { $0.hour < dropBefore } }
     }
 
     // MARK: - Queries
