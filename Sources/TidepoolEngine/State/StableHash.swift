@@ -22,11 +22,17 @@ public enum StableHash {
     /// The same hash over a string's UTF-8, without the generic iterator (the hot path hashes
     /// every event id and every new customer id).
     public static func hash64(_ s: String, seed: UInt64 = 0) -> UInt64 {
-        // Read in place: `withUTF8` is mutating, and the copy it needed retained and released
-        // the string (~60 instructions, three hashes per event).
-        if let h = s.utf8.withContiguousStorageIfAvailable({ hash64(UnsafeRawBufferPointer($0), seed: seed) }) { return h }
+        utf8(s) { hash64(UnsafeRawBufferPointer($0), seed: seed) }
+    }
+
+    /// A string's UTF-8, read in place when it is stored contiguously (native strings are):
+    /// `withUTF8` is mutating, and the copy it needed retained and released the string (~60
+    /// instructions, three hashes per event).
+    @inline(__always)
+    private static func utf8<R>(_ s: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+        if let r = s.utf8.withContiguousStorageIfAvailable(body) { return r }
         var s = s
-        return s.withUTF8 { hash64(UnsafeRawBufferPointer($0), seed: seed) }
+        return s.withUTF8(body)
     }
 
     @inline(__always)
@@ -53,8 +59,7 @@ public enum StableHash {
                 a = a &* prime  // a NUL byte: xor with 0 changes nothing
                 b = b &* prime
             }
-            var p = p
-            p.withUTF8 { bytes in
+            utf8(p) { bytes in
                 for x in bytes {
                     a = (a ^ UInt64(x)) &* prime
                     b = (b ^ UInt64(x)) &* prime
