@@ -162,19 +162,22 @@ if !engineOnly {
          "\(heavy.customerCount) customers x \(perCustomer) events")
     // Where it goes: the record itself and each array's payload (capacity x stride; each array
     // also has a 32-byte header and malloc's 16 bytes).
-    var parts = [Double](repeating: 0, count: 4)
+    var parts = [Double](repeating: 0, count: 5)
     for ps in heavy.partitions.values {
         for r in ps.customers where r.live {
-            parts[0] += Double(r.aggregates.buckets.capacity * MemoryLayout<ActivityBucket>.stride)
-            parts[1] += Double(r.aggregates.firstLast.capacity * MemoryLayout<FirstLast>.stride)
-            parts[2] += Double(r.aggregates.recentIDs.capacity * MemoryLayout<(UInt64, Int64)>.stride)
-            parts[3] += Double(r.aggregates.orders.capacity * MemoryLayout<OrderRecord>.stride)
+            let a = r.aggregates
+            parts[0] += Double(a.bucketCount * MemoryLayout<ActivityBucket>.stride)
+            parts[1] += Double(a.firstLast.count * MemoryLayout<FirstLast>.stride)
+            parts[2] += Double(a.recentIDs.count * MemoryLayout<(UInt64, Int64)>.stride)
+            parts[3] += Double(a.orders.count * MemoryLayout<OrderRecord>.stride)
+            parts[4] += Double(a.sectionBytes)
         }
     }
     let nh = Double(heavy.customerCount)
+    let used = parts[0...3].reduce(0, +)
     print("  of which: record \(MemoryLayout<CustomerRecord>.stride) B, buckets \(Int(parts[0] / nh)) B, first/last \(Int(parts[1] / nh)) B, "
-          + "recent ids \(Int(parts[2] / nh)) B, orders \(Int(parts[3] / nh)) B, next flips \(8 * segmentSet.segments.count) B, "
-          + "+ 4 x 48 B array overhead (the resident figure above also counts malloc's slack)")
+          + "recent ids \(Int(parts[2] / nh)) B, orders \(Int(parts[3] / nh)) B, room for growth \(Int((parts[4] - used) / nh)) B, "
+          + "next flips \(8 * segmentSet.segments.count) B, + 48 B array overhead (the resident figure above also counts malloc's slack)")
 }
 var rng = SplitMixBench(state: 7)
 let baseTime: Int64 = 1_790_000_000_000

@@ -225,7 +225,7 @@ final class AggregatePropertyTests: XCTestCase {
             XCTAssertEqual(f.first, first / 2)
         }
         XCTAssertEqual(MemoryLayout<FirstLast>.stride, 16)
-        XCTAssertEqual(MemoryLayout<CustomerRecord>.stride, 152)
+        XCTAssertEqual(MemoryLayout<CustomerRecord>.stride, 144)
     }
 }
 

@@ -20,6 +20,12 @@ public struct OrderRecord: Sendable, Equatable {
     public var remaining: Int64
 }
 
+/// The hash of a recent event id with its event time (duplicate detection).
+struct RecentID {
+    var hash: UInt64
+    var timeMs: Int64
+}
+
 /// First and last event time for one event type (key < 64) or one channel (64 + channel index).
 ///
 /// 16 bytes: the key rides in the top byte of the first time. Event times are between the epoch
@@ -47,13 +53,10 @@ public struct FirstLast: Sendable, Equatable {
 }
 
 /// Rolling and lifetime aggregates of one customer. Sparse by design: only buckets, types and
-/// channels that occurred take memory. Every aggregate is mergeable (`merge`).
+/// channels that occurred take memory, all of it in one allocation (`AggregateSections`). Every
+/// aggregate is mergeable (`merge`).
 public struct CustomerAggregates: Sendable, Equatable {
-    public internal(set) var buckets: [ActivityBucket] = []
-    public internal(set) var orders: [OrderRecord] = []
-    public internal(set) var firstLast: [FirstLast] = []
-    /// Hashes of recent event ids with their event time, newest last (duplicate detection).
-    public internal(set) var recentIDs: [(UInt64, Int64)] = []
+    var sections = AggregateSections()
     /// Lifetime: events applied, net orders, net spend (LTV).
     public internal(set) var lifetimeEvents: Int64 = 0
     public internal(set) var lifetimeOrders: Int64 = 0
@@ -66,6 +69,39 @@ public struct CustomerAggregates: Sendable, Equatable {
     public internal(set) var dailyBelow: UInt32 = 0
 
     public init() {}
+
+    /// Buckets ordered by hour (copies; the hot paths read them in place with `withBuckets`).
+    public var buckets: [ActivityBucket] { sections.array(.buckets, as: ActivityBucket.self) }
+    public var orders: [OrderRecord] { sections.array(.orders, as: OrderRecord.self) }
+    public var firstLast: [FirstLast] { sections.array(.firstLast, as: FirstLast.self) }
+    /// Hashes of recent event ids with their event time, newest last (duplicate detection).
+    public var recentIDs: [(UInt64, Int64)] { sections.read(.recentIDs, as: RecentID.self) { $0.map { ($0.hash, $0.timeMs) } } }
+    public var bucketCount: Int { sections.count(.buckets) }
+
+    /// The buckets in place, ordered by hour.
+    @inline(__always)
+    public func withBuckets<R>(_ body: (UnsafeBufferPointer<ActivityBucket>) throws -> R) rethrows -> R {
+        try sections.read(.buckets, as: ActivityBucket.self, body)
+    }
+
+    @inline(__always)
+    func withFirstLast<R>(_ body: (UnsafeBufferPointer<FirstLast>) throws -> R) rethrows -> R {
+        try sections.read(.firstLast, as: FirstLast.self, body)
+    }
+
+    /// Words held for the sections (capacity), for memory accounting.
+    public var sectionBytes: Int { sections.words.capacity * 8 }
+
+    // MARK: - Building (the checkpoint decoder)
+
+    /// Appends, in order, what a decoder read; `reserve` first when the counts are known.
+    mutating func reserve(buckets: Int = 0, orders: Int = 0, firstLast: Int = 0, recentIDs: Int = 0) {
+        sections.reserve(extraWords: 2 * buckets + 3 * orders + 2 * firstLast + 2 * recentIDs)
+    }
+    mutating func appendBucket(_ b: ActivityBucket) { sections.append(b, to: .buckets) }
+    mutating func appendOrder(_ o: OrderRecord) { sections.append(o, to: .orders) }
+    mutating func appendFirstLast(_ f: FirstLast) { sections.append(f, to: .firstLast) }
+    mutating func appendRecentID(_ hash: UInt64, _ ts: Int64) { sections.append(RecentID(hash: hash, timeMs: ts), to: .recentIDs) }
 
     public static func == (a: CustomerAggregates, b: CustomerAggregates) -> Bool {
         a.buckets == b.buckets && a.orders == b.orders && a.firstLast == b.firstLast
@@ -92,14 +128,19 @@ public struct CustomerAggregates: Sendable, Equatable {
 
     public mutating func apply(_ e: TouchpointEvent, channel: UInt8, orderKey: UInt64?, eventKey: UInt64,
                                streamTimeMs: Int64, limits config: AggregateConfig.Limits) -> Outcome {
-        for (h, ts) in recentIDs where h == eventKey && abs(ts - e.timestampMs) <= config.dedupeHorizonMs {
-            return .duplicate
+        let seen = sections.read(.recentIDs, as: RecentID.self) { ids in
+            for r in ids where r.hash == eventKey && abs(r.timeMs - e.timestampMs) <= config.dedupeHorizonMs { return true }
+            return false
         }
-        // Drop the oldest before appending, so the array never outgrows the depth (appending
-        // first doubled a full array of 8 to room for 16).
-        if recentIDs.count >= config.dedupeDepth { recentIDs.removeFirst(recentIDs.count - config.dedupeDepth + 1) }
-        Self.makeRoom(&recentIDs, first: 4)
-        recentIDs.append((eventKey, e.timestampMs))
+        if seen { return .duplicate }
+        // A full window drops its oldest id in place; the section never outgrows the depth.
+        let ids = sections.count(.recentIDs)
+        if ids == config.dedupeDepth && ids > 0 {
+            sections.rotate(RecentID(hash: eventKey, timeMs: e.timestampMs), in: .recentIDs)
+        } else if config.dedupeDepth > 0 {
+            if ids > config.dedupeDepth { sections.remove(.recentIDs, at: 0, count: ids - config.dedupeDepth + 1) }
+            sections.append(RecentID(hash: eventKey, timeMs: e.timestampMs), to: .recentIDs)
+        }
 
         let ts = e.timestampMs
         lifetimeEvents += 1
@@ -117,8 +158,7 @@ public struct CustomerAggregates: Sendable, Equatable {
             lifetimeOrders += 1
             lifetimeSpend += amount
             if let orderKey, inRetention {
-                Self.makeRoom(&orders, first: 2)
-                orders.append(OrderRecord(orderKey: orderKey, hour: Self.hour(ts), channel: channel, remaining: amount))
+                sections.append(OrderRecord(orderKey: orderKey, hour: Self.hour(ts), channel: channel, remaining: amount), to: .orders)
             }
         case .refund, .cancel:
             applyRefund(e, orderKey: orderKey, amount: amount, channel: channel, inRetention: inRetention,
@@ -136,11 +176,18 @@ public struct CustomerAggregates: Sendable, Equatable {
     private mutating func applyRefund(_ e: TouchpointEvent, orderKey: UInt64?, amount: Int64, channel: UInt8, inRetention: Bool,
                                       oldestOrderHour: UInt32) {
         let purchase = EventType.purchase.rawValue
-        if let orderKey, let i = orders.firstIndex(where: { $0.orderKey == orderKey && $0.remaining > 0 && $0.hour >= oldestOrderHour }) {
-            let o = orders[i]
+        let found: OrderRecord? = orderKey.flatMap { key in
+            sections.modify(.orders, as: OrderRecord.self) { orders -> OrderRecord? in
+                guard let i = orders.firstIndex(where: { $0.orderKey == key && $0.remaining > 0 && $0.hour >= oldestOrderHour })
+                else { return nil }
+                let o = orders[i]
+                orders[i].remaining -= e.type == .cancel ? o.remaining : min(amount, o.remaining)
+                return o
+            }
+        }
+        if let o = found {
             let take = e.type == .cancel ? o.remaining : min(amount, o.remaining)
             let cancels = e.type == .cancel || take >= o.remaining
-            orders[i].remaining -= take
             lifetimeSpend -= take
             if cancels { lifetimeOrders -= 1 }
             add(hour: o.hour, type: purchase, channel: o.channel, count: cancels ? -1 : 0, amount: -take)
@@ -152,46 +199,41 @@ public struct CustomerAggregates: Sendable, Equatable {
         if inRetention { add(hour: Self.hour(e.timestampMs), type: purchase, channel: channel, count: -1, amount: -amount) }
     }
 
+    @inline(__always)
     private mutating func touch(key: UInt8, _ ts: Int64) {
-        for i in firstLast.indices where firstLast[i].key == key {
-            if ts < firstLast[i].first { firstLast[i].first = ts }
-            if ts > firstLast[i].last { firstLast[i].last = ts }
-            return
+        let known = sections.modify(.firstLast, as: FirstLast.self) { fl in
+            for i in fl.indices where fl[i].key == key {
+                if ts < fl[i].first { fl[i].first = ts }
+                if ts > fl[i].last { fl[i].last = ts }
+                return true
+            }
+            return false
         }
-        Self.makeRoom(&firstLast, first: 8)
-        firstLast.append(FirstLast(key: key, first: ts, last: ts))
+        if !known { sections.append(FirstLast(key: key, first: ts, last: ts), to: .firstLast) }
     }
 
     private mutating func add(hour h: UInt32, type: UInt8, channel: UInt8, count: Int16, amount: Int64) {
         let hour = h < dailyBelow ? h / 24 * 24 : h
-        for i in buckets.indices.reversed() where buckets[i].hour == hour && buckets[i].type == type && buckets[i].channel == channel {
-            buckets[i].count &+= count
-            buckets[i].amount += amount
-            return
+        // Keep buckets ordered by hour (late events insert before newer ones): the position is
+        // after the last bucket not newer than `hour`; most events are the newest of their
+        // customer, so the search from the end stops at once.
+        let at = sections.modify(.buckets, as: ActivityBucket.self) { bs -> Int in
+            var i = bs.count - 1
+            while i >= 0 && bs[i].hour > hour { i -= 1 }
+            let at = i + 1
+            while i >= 0 && bs[i].hour == hour {
+                if bs[i].type == type && bs[i].channel == channel {
+                    bs[i].count &+= count
+                    bs[i].amount += amount
+                    return -1
+                }
+                i -= 1
+            }
+            return at
         }
-        // Keep buckets ordered by hour (late events insert before newer ones). Most events are
-        // the newest of their customer: append (Array.insert's generic path cost ~280 instructions).
-        Self.makeRoom(&buckets, first: 4)
-        let b = ActivityBucket(amount: amount, hour: hour, count: count, type: type, channel: channel)
-        guard let lastHour = buckets.last?.hour, lastHour > hour else {
-            buckets.append(b)
-            return
+        if at >= 0 {
+            sections.insert(ActivityBucket(amount: amount, hour: hour, count: count, type: type, channel: channel), in: .buckets, at: at)
         }
-        var at = buckets.count
-        while at > 0 && buckets[at - 1].hour > hour { at -= 1 }
-        buckets.insert(b, at: at)
-    }
-
-    /// Grows a full array by a quarter instead of Swift's doubling (which left a customer of 50
-    /// buckets holding room for 100): state per customer is what bounds how many fit in memory.
-    /// An empty array starts with room for `first` elements, the size a typical customer (~4
-    /// events: ~4 buckets, ~7 first/last keys, 4 recent ids) ends with anyway: growing 1, 2, 4, 8
-    /// cost ~3 reallocations per event (~800 instructions, callgrind) for the same final size.
-    @inline(__always)
-    static func makeRoom<T>(_ a: inout [T], first: Int) {
-        let n = a.count
-        guard n == a.capacity else { return }
-        if n == 0 { a.reserveCapacity(first) } else if n >= 8 { a.reserveCapacity(n + n / 4) }
     }
 
     /// Folds buckets older than 7 days into daily buckets and drops those past retention. Runs when
@@ -212,9 +254,9 @@ public struct CustomerAggregates: Sendable, Equatable {
     private mutating func compactSlowPath(streamTimeMs: Int64, retentionMs: Int64, floor: UInt32) {
         dailyBelow = floor
         let dropBefore = Self.hour(streamTimeMs - retentionMs)
-        guard let oldest = buckets.first, oldest.hour < floor else { return }
+        guard let oldest = withBuckets({ $0.first }), oldest.hour < floor else { return }
         var kept = 0
-        buckets.withUnsafeMutableBufferPointer { bs in
+        sections.modify(.buckets, as: ActivityBucket.self) { bs in
             var n = 0
             for k in bs.indices {
                 var b = bs[k]
@@ -240,10 +282,18 @@ public struct CustomerAggregates: Sendable, Equatable {
             }
             kept = n
         }
-        if kept < buckets.count { buckets.removeLast(buckets.count - kept) }
-        // Only when there are orders: `removeAll(where:)` on an empty array made it unique
-        // first, which allocated an empty buffer, for most customers on every fold.
-        if !orders.isEmpty { orders.removeAll { $0.hour < dropBefore } }
+        sections.truncate(.buckets, to: kept)
+        if sections.count(.orders) > 0 {
+            let left = sections.modify(.orders, as: OrderRecord.self) { os -> Int in
+                var n = 0
+                for k in os.indices where os[k].hour >= dropBefore {
+                    os[n] = os[k]
+                    n += 1
+                }
+                return n
+            }
+            sections.truncate(.orders, to: left)
+        }
     }
 
     // MARK: - Queries
@@ -262,39 +312,50 @@ public struct CustomerAggregates: Sendable, Equatable {
     @inline(__always)
     func count(rawType: UInt8, window w: Int64, at t: Int64, channel: Int16) -> Int64 {
         let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
-        var n: Int64 = 0
-        for b in buckets where b.type == rawType && b.hour >= from && b.hour <= to && (channel < 0 || Int16(b.channel) == channel) {
-            n += Int64(b.count)
+        return withBuckets { bs in
+            var n: Int64 = 0
+            for b in bs where b.type == rawType && b.hour >= from && b.hour <= to && (channel < 0 || Int16(b.channel) == channel) {
+                n += Int64(b.count)
+            }
+            return n
         }
-        return n
     }
 
     @inline(__always)
     func sum(rawType: UInt8, window w: Int64, at t: Int64, channel: Int16) -> Int64 {
         let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
-        var n: Int64 = 0
-        for b in buckets where b.type == rawType && b.hour >= from && b.hour <= to && (channel < 0 || Int16(b.channel) == channel) {
-            n += b.amount
+        return withBuckets { bs in
+            var n: Int64 = 0
+            for b in bs where b.type == rawType && b.hour >= from && b.hour <= to && (channel < 0 || Int16(b.channel) == channel) {
+                n += b.amount
+            }
+            return n
         }
-        return n
     }
 
+    @inline(__always)
     func first(rawKey: UInt8) -> Int64? {
-        for f in firstLast where f.key == rawKey { return f.first }
-        return nil
+        withFirstLast { fl in
+            for f in fl where f.key == rawKey { return f.first }
+            return nil
+        }
     }
 
+    @inline(__always)
     func last(rawKey: UInt8) -> Int64? {
-        for f in firstLast where f.key == rawKey { return f.last }
-        return nil
+        withFirstLast { fl in
+            for f in fl where f.key == rawKey { return f.last }
+            return nil
+        }
     }
 
     /// First event of any type.
+    @inline(__always)
     public var firstSeen: Int64? {
         // Through a buffer pointer and without an optional in the loop: rules, timers and
         // retention read these several times per evaluation, and the iterator retained the array
         // (~100 instructions per evaluation, callgrind).
-        firstLast.withUnsafeBufferPointer { fl in
+        withFirstLast { fl in
             var v = Int64.max, found = false
             for f in fl where f.key < 64 {
                 found = true
@@ -307,30 +368,36 @@ public struct CustomerAggregates: Sendable, Equatable {
     /// Net count of `type` events in window `w` ending at `t` (optionally on one channel).
     public func count(_ type: EventType, window w: Int64, at t: Int64, channel: UInt8? = nil) -> Int64 {
         let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
-        var n: Int64 = 0
-        for b in buckets where b.type == type.rawValue && b.hour >= from && b.hour <= to && (channel == nil || b.channel == channel!) {
-            n += Int64(b.count)
+        return withBuckets { bs in
+            var n: Int64 = 0
+            for b in bs where b.type == type.rawValue && b.hour >= from && b.hour <= to && (channel == nil || b.channel == channel!) {
+                n += Int64(b.count)
+            }
+            return n
         }
-        return n
     }
 
     /// Net amount of `type` events in window `w` ending at `t`.
     public func sum(_ type: EventType, window w: Int64, at t: Int64, channel: UInt8? = nil) -> Money {
         let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
-        var n: Int64 = 0
-        for b in buckets where b.type == type.rawValue && b.hour >= from && b.hour <= to && (channel == nil || b.channel == channel!) {
-            n += b.amount
-        }
-        return Money(units: n)
+        return Money(units: withBuckets { bs in
+            var n: Int64 = 0
+            for b in bs where b.type == type.rawValue && b.hour >= from && b.hour <= to && (channel == nil || b.channel == channel!) {
+                n += b.amount
+            }
+            return n
+        })
     }
 
     /// Net events on owned channels among owned + platform events in the window, 0...1 (nil when none).
     public func ownedShare(window w: Int64, at t: Int64, channels: ChannelTable) -> Double? {
         let from = Self.windowStartHour(w, at: t), to = Self.hour(t)
         var owned: Int64 = 0, platform: Int64 = 0
-        for b in buckets where b.hour >= from && b.hour <= to {
-            let bit: UInt64 = 1 << UInt64(b.channel)
-            if channels.ownedMask & bit != 0 { owned += Int64(b.count) } else if channels.platformMask & bit != 0 { platform += Int64(b.count) }
+        withBuckets { bs in
+            for b in bs where b.hour >= from && b.hour <= to {
+                let bit: UInt64 = 1 << UInt64(b.channel)
+                if channels.ownedMask & bit != 0 { owned += Int64(b.count) } else if channels.platformMask & bit != 0 { platform += Int64(b.count) }
+            }
         }
         return owned + platform > 0 ? Double(owned) / Double(owned + platform) : nil
     }
@@ -340,13 +407,14 @@ public struct CustomerAggregates: Sendable, Equatable {
         ownedEvents + platformEvents > 0 ? Double(ownedEvents) / Double(ownedEvents + platformEvents) : nil
     }
 
-    public func first(_ type: EventType) -> Int64? { firstLast.first { $0.key == type.rawValue }?.first }
-    public func last(_ type: EventType) -> Int64? { firstLast.first { $0.key == type.rawValue }?.last }
-    public func first(channel: UInt8) -> Int64? { firstLast.first { $0.key == 64 + channel }?.first }
-    public func last(channel: UInt8) -> Int64? { firstLast.first { $0.key == 64 + channel }?.last }
+    public func first(_ type: EventType) -> Int64? { first(rawKey: type.rawValue) }
+    public func last(_ type: EventType) -> Int64? { last(rawKey: type.rawValue) }
+    public func first(channel: UInt8) -> Int64? { first(rawKey: 64 + channel) }
+    public func last(channel: UInt8) -> Int64? { last(rawKey: 64 + channel) }
     /// Last event of any type.
+    @inline(__always)
     public var lastSeen: Int64? {
-        firstLast.withUnsafeBufferPointer { fl in
+        withFirstLast { fl in
             var v = Int64.min, found = false
             for f in fl where f.key < 64 {
                 found = true
@@ -363,7 +431,8 @@ public struct CustomerAggregates: Sendable, Equatable {
     /// first/last take min/max, buckets of the same hour, type and channel are added up.
     public mutating func merge(_ o: CustomerAggregates, config: AggregateConfig, streamTimeMs: Int64) {
         for b in o.buckets { add(hour: b.hour, type: b.type, channel: b.channel, count: b.count, amount: b.amount) }
-        for r in o.orders where !orders.contains(where: { $0.orderKey == r.orderKey }) { orders.append(r) }
+        let mine = orders
+        for r in o.orders where !mine.contains(where: { $0.orderKey == r.orderKey }) { sections.append(r, to: .orders) }
         for f in o.firstLast {
             touch(key: f.key, f.first)
             touch(key: f.key, f.last)
@@ -371,7 +440,8 @@ public struct CustomerAggregates: Sendable, Equatable {
         var ids = recentIDs
         for r in o.recentIDs where !ids.contains(where: { $0.0 == r.0 }) { ids.append(r) }
         ids.sort { $0.1 < $1.1 }
-        recentIDs = Array(ids.suffix(config.dedupeDepth))
+        sections.truncate(.recentIDs, to: 0)
+        for (h, ts) in ids.suffix(config.dedupeDepth) { appendRecentID(h, ts) }
         lifetimeEvents += o.lifetimeEvents
         lifetimeOrders += o.lifetimeOrders
         lifetimeSpend += o.lifetimeSpend

@@ -188,7 +188,7 @@ struct FlipTiming: Sendable {
         let w = term.windowMs
         let hourly = w <= AggregateConfig.hourlyLimitMs
         var best = Int64.max
-        a.buckets.withUnsafeBufferPointer { buckets in
+        a.withBuckets { buckets in
             // Buckets dated after `to` (newest last) enter the window at their hour or day.
             var k = buckets.count - 1
             while k >= 0 && buckets[k].hour > to {

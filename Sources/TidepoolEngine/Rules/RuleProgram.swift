@@ -255,12 +255,14 @@ struct WindowTerms: Sendable {
         }
         terms.withUnsafeBufferPointer { terms in
             byType.withLists { byType in
-                for b in a.buckets where b.hour <= to {
-                    for k in byType[b.type] {
-                        let i = Int(k)
-                        guard b.hour >= from[i] && (terms[i].channel < 0 || Int16(b.channel) == terms[i].channel) else { continue }
-                        counts[i] += Int64(b.count)
-                        sums[i] += b.amount
+                a.withBuckets { buckets in
+                    for b in buckets where b.hour <= to {
+                        for k in byType[b.type] {
+                            let i = Int(k)
+                            guard b.hour >= from[i] && (terms[i].channel < 0 || Int16(b.channel) == terms[i].channel) else { continue }
+                            counts[i] += Int64(b.count)
+                            sums[i] += b.amount
+                        }
                     }
                 }
             }

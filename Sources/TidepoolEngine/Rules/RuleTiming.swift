@@ -58,36 +58,39 @@ enum RuleTiming {
         }
 
         /// Earliest instant after `t` at which any of these terms steps.
+        @inline(__always)
         func nextChange(_ a: borrowing CustomerAggregates, after t: Int64, returnedAtMs: Int64 = .min) -> Int64 {
             var best = Int64.max
             if let r = recalledForMs, returnedAtMs != .min, returnedAtMs + r + 1 > t { best = returnedAtMs + r + 1 }
             if !windows.isEmpty {
-                windows.withUnsafeBufferPointer { windows in
-                    windowsByType.withLists { byType in
-                        for b in a.buckets {
-                            let h = Int64(b.hour)
-                            // A bucket that began by t has entered every window already. Its exit
-                            // from a window grows with the window (whole hours up to 7d, whole days
-                            // beyond, as `AggregateConfig.problem(windowMs:)` requires, so a day
-                            // window's exit is later than any hour window's): the
-                            // first window it has not yet left is the only one that matters.
-                            let started = h * AggregateConfig.hourMs <= t
-                            for k in byType[b.type] {
-                                let w = windows[Int(k)]
-                                guard w.channel < 0 || Int16(b.channel) == w.channel else { continue }
-                                let enter: Int64, leave: Int64
-                                if w.windowMs <= AggregateConfig.hourlyLimitMs {
-                                    enter = h * AggregateConfig.hourMs
-                                    leave = (h + w.windowMs / AggregateConfig.hourMs) * AggregateConfig.hourMs
-                                } else {
-                                    let day = h / 24
-                                    enter = day * AggregateConfig.dayMs
-                                    leave = (day + w.windowMs / AggregateConfig.dayMs) * AggregateConfig.dayMs
-                                }
-                                if enter > t && enter < best { best = enter }
-                                if leave > t {
-                                    if leave < best { best = leave }
-                                    if started { break }
+                a.withBuckets { buckets in
+                    windows.withUnsafeBufferPointer { windows in
+                        windowsByType.withLists { byType in
+                            for b in buckets {
+                                let h = Int64(b.hour)
+                                // A bucket that began by t has entered every window already. Its exit
+                                // from a window grows with the window (whole hours up to 7d, whole days
+                                // beyond, as `AggregateConfig.problem(windowMs:)` requires, so a day
+                                // window's exit is later than any hour window's): the
+                                // first window it has not yet left is the only one that matters.
+                                let started = h * AggregateConfig.hourMs <= t
+                                for k in byType[b.type] {
+                                    let w = windows[Int(k)]
+                                    guard w.channel < 0 || Int16(b.channel) == w.channel else { continue }
+                                    let enter: Int64, leave: Int64
+                                    if w.windowMs <= AggregateConfig.hourlyLimitMs {
+                                        enter = h * AggregateConfig.hourMs
+                                        leave = (h + w.windowMs / AggregateConfig.hourMs) * AggregateConfig.hourMs
+                                    } else {
+                                        let day = h / 24
+                                        enter = day * AggregateConfig.dayMs
+                                        leave = (day + w.windowMs / AggregateConfig.dayMs) * AggregateConfig.dayMs
+                                    }
+                                    if enter > t && enter < best { best = enter }
+                                    if leave > t {
+                                        if leave < best { best = leave }
+                                        if started { break }
+                                    }
                                 }
                             }
                         }

@@ -438,7 +438,7 @@ enum RuleEvaluator {
         case .orders: return .number(Double(c.aggregates.lifetimeOrders))
         case .spend: return .money(c.aggregates.lifetimeSpend)
         case .first(let t):
-            let v = t.map { c.aggregates.first($0) } ?? c.aggregates.firstLast.lazy.filter { $0.key < 64 }.map(\.first).min()
+            let v = t.map { c.aggregates.first($0) } ?? c.aggregates.firstSeen
             return v.map { .time($0) } ?? .missing
         case .last(let t):
             let v = t.map { c.aggregates.last($0) } ?? c.aggregates.lastSeen

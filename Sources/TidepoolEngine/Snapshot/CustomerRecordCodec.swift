@@ -30,7 +30,8 @@ public enum CustomerRecordCodec {
         let a = r.aggregates
         let c = r.contact
         var bound = 2 + 10 * 12
-        bound += 10 + a.buckets.count * 32 + 10 + a.orders.count * 29 + 10 + a.firstLast.count * 21 + 10 + a.recentIDs.count * 18
+        bound += 10 + a.bucketCount * 32 + 10 + a.sections.count(.orders) * 29 + 10 + a.sections.count(.firstLast) * 21
+            + 10 + a.sections.count(.recentIDs) * 18
         bound += 10 + c.marks.count * 28 + 10 + c.ledger.count * 11 + 20 + 10 + c.timeZone.utf8.count
         for p in c.pending { bound += 8 + 10 + 10 + 1 + 10 + (p.causeEventID?.utf8.count ?? 0) }
         if out.count < bound { out = [UInt8](repeating: 0, count: max(bound, 2 * out.count, 1024)) }
@@ -46,18 +47,27 @@ public enum CustomerRecordCodec {
             w.svar(a.lifetimeEvents); w.svar(a.lifetimeOrders); w.svar(a.lifetimeSpend)
             w.svar(a.ownedEvents); w.svar(a.platformEvents)
             w.uvar(a.channelsUsed); w.uvar(UInt64(a.dailyBelow))
-            w.uvar(UInt64(a.buckets.count))
-            var prev = Int64(a.dailyBelow)
-            for b in a.buckets {
-                w.svar(Int64(b.hour) - prev); prev = Int64(b.hour)
-                w.u8(b.type); w.u8(b.channel); w.svar(Int64(b.count)); w.svar(b.amount)
+            // Each section is read in place (its array form would be a copy per customer).
+            a.withBuckets { buckets in
+                w.uvar(UInt64(buckets.count))
+                var prev = Int64(a.dailyBelow)
+                for b in buckets {
+                    w.svar(Int64(b.hour) - prev); prev = Int64(b.hour)
+                    w.u8(b.type); w.u8(b.channel); w.svar(Int64(b.count)); w.svar(b.amount)
+                }
             }
-            w.uvar(UInt64(a.orders.count))
-            for o in a.orders { w.u64(o.orderKey); w.svar(Int64(o.hour) - Int64(a.dailyBelow)); w.u8(o.channel); w.svar(o.remaining) }
-            w.uvar(UInt64(a.firstLast.count))
-            for f in a.firstLast { w.u8(f.key); w.svar(f.first &- base); w.svar(f.last &- f.first) }
-            w.uvar(UInt64(a.recentIDs.count))
-            for (h, ts) in a.recentIDs { w.u64(h); w.svar(ts &- base) }
+            a.sections.read(.orders, as: OrderRecord.self) { orders in
+                w.uvar(UInt64(orders.count))
+                for o in orders { w.u64(o.orderKey); w.svar(Int64(o.hour) - Int64(a.dailyBelow)); w.u8(o.channel); w.svar(o.remaining) }
+            }
+            a.withFirstLast { firstLast in
+                w.uvar(UInt64(firstLast.count))
+                for f in firstLast { w.u8(f.key); w.svar(f.first &- base); w.svar(f.last &- f.first) }
+            }
+            a.sections.read(.recentIDs, as: RecentID.self) { ids in
+                w.uvar(UInt64(ids.count))
+                for r in ids { w.u64(r.hash); w.svar(r.timeMs &- base) }
+            }
             w.uvar(UInt64(c.pending.count))
             for p in c.pending {
                 w.u64(p.campaign); w.svar(p.dueMs &- base); w.svar(p.startedAtMs &- base); w.u8(p.deferrals)
@@ -94,23 +104,23 @@ public enum CustomerRecordCodec {
         r.firstPurchaseFired = try rd.u8() != 0
         let nb = Int(try rd.u32())
         guard nb <= bytes.count / 16 else { throw DecodeError(message: "bucket count \(nb) exceeds the blob") }
-        a.buckets.reserveCapacity(nb)
+        a.reserve(buckets: nb)
         for _ in 0..<nb {
             let amount = try rd.i64(), hour = try rd.u32(), count = Int16(bitPattern: try rd.u16()), type = try rd.u8(), ch = try rd.u8()
-            a.buckets.append(ActivityBucket(amount: amount, hour: hour, count: count, type: type, channel: ch))
+            a.appendBucket(ActivityBucket(amount: amount, hour: hour, count: count, type: type, channel: ch))
         }
         let no = Int(try rd.u32())
         guard no <= bytes.count / 21 else { throw DecodeError(message: "order count \(no) exceeds the blob") }
         for _ in 0..<no {
             let key = try rd.u64(), hour = try rd.u32(), ch = try rd.u8(), rem = try rd.i64()
-            a.orders.append(OrderRecord(orderKey: key, hour: hour, channel: ch, remaining: rem))
+            a.appendOrder(OrderRecord(orderKey: key, hour: hour, channel: ch, remaining: rem))
         }
         let nf = Int(try rd.u32())
-        guard nf <= bytes.count / 17 else { throw DecodeError(message: "first/last count \(nf) exceeds the blob") }
-        for _ in 0..<nf { a.firstLast.append(FirstLast(key: try rd.u8(), first: try rd.i64(), last: try rd.i64())) }
+        guard nf <= bytes.count / 17, nf <= 255 else { throw DecodeError(message: "first/last count \(nf) exceeds the blob") }
+        for _ in 0..<nf { a.appendFirstLast(FirstLast(key: try rd.u8(), first: try rd.i64(), last: try rd.i64())) }
         let nr = Int(try rd.u32())
-        guard nr <= bytes.count / 16 else { throw DecodeError(message: "recent id count \(nr) exceeds the blob") }
-        for _ in 0..<nr { a.recentIDs.append((try rd.u64(), try rd.i64())) }
+        guard nr <= bytes.count / 16, nr <= 255 else { throw DecodeError(message: "recent id count \(nr) exceeds the blob") }
+        for _ in 0..<nr { a.appendRecentID(try rd.u64(), try rd.i64()) }
         if v >= 2 {
             var c = ContactState()
             let np = Int(try rd.u32())
@@ -151,7 +161,7 @@ public enum CustomerRecordCodec {
         a.channelsUsed = try rd.uvar()
         a.dailyBelow = try rd.u32var()
         let nb = try rd.count(minBytes: 4, "bucket")
-        a.buckets.reserveCapacity(nb)
+        a.reserve(buckets: nb)
         var prev = Int64(a.dailyBelow)
         for _ in 0..<nb {
             let hour = prev &+ (try rd.svar())
@@ -160,24 +170,26 @@ public enum CustomerRecordCodec {
             let type = try rd.u8(), ch = try rd.u8()
             let count = try rd.svar()
             guard let n = Int16(exactly: count) else { throw DecodeError(message: "bucket count \(count) out of range") }
-            a.buckets.append(ActivityBucket(amount: try rd.svar(), hour: h, count: n, type: type, channel: ch))
+            a.appendBucket(ActivityBucket(amount: try rd.svar(), hour: h, count: n, type: type, channel: ch))
         }
         let no = try rd.count(minBytes: 11, "order")
-        a.orders.reserveCapacity(no)
+        a.reserve(orders: no)
         for _ in 0..<no {
             let key = try rd.u64(), hour = Int64(a.dailyBelow) &+ (try rd.svar())
             guard let h = UInt32(exactly: hour) else { throw DecodeError(message: "order hour \(hour) out of range") }
-            a.orders.append(OrderRecord(orderKey: key, hour: h, channel: try rd.u8(), remaining: try rd.svar()))
+            a.appendOrder(OrderRecord(orderKey: key, hour: h, channel: try rd.u8(), remaining: try rd.svar()))
         }
         let nf = try rd.count(minBytes: 3, "first/last")
-        a.firstLast.reserveCapacity(nf)
+        guard nf <= 255 else { throw DecodeError(message: "first/last count \(nf) above 255") }
+        a.reserve(firstLast: nf)
         for _ in 0..<nf {
             let key = try rd.u8(), first = base &+ (try rd.svar())
-            a.firstLast.append(FirstLast(key: key, first: first, last: first &+ (try rd.svar())))
+            a.appendFirstLast(FirstLast(key: key, first: first, last: first &+ (try rd.svar())))
         }
         let nr = try rd.count(minBytes: 9, "recent id")
-        a.recentIDs.reserveCapacity(nr)
-        for _ in 0..<nr { a.recentIDs.append((try rd.u64(), base &+ (try rd.svar()))) }
+        guard nr <= 255 else { throw DecodeError(message: "recent id count \(nr) above 255") }
+        a.reserve(recentIDs: nr)
+        for _ in 0..<nr { a.appendRecentID(try rd.u64(), base &+ (try rd.svar())) }
         var c = ContactState()
         let np = try rd.count(minBytes: 12, "pending")
         for _ in 0..<np {

@@ -10,13 +10,11 @@ enum CustomerPrefetch {
     /// since the array addresses are read from it).
     static let arraysAhead = 4
 
-    /// Byte offsets, in a `CustomerRecord`, of the references to the arrays an event reads.
-    private static let arrayOffsets: (Int, Int, Int) = {
-        let base = MemoryLayout<CustomerRecord>.offset(of: \CustomerRecord.aggregates)!
-        return (base + MemoryLayout<CustomerAggregates>.offset(of: \CustomerAggregates.buckets)!,
-                base + MemoryLayout<CustomerAggregates>.offset(of: \CustomerAggregates.firstLast)!,
-                base + MemoryLayout<CustomerAggregates>.offset(of: \CustomerAggregates.recentIDs)!)
-    }()
+    /// Byte offset, in a `CustomerRecord`, of the reference to the words of its aggregates.
+    private static let wordsOffset: Int =
+        MemoryLayout<CustomerRecord>.offset(of: \CustomerRecord.aggregates)!
+        + MemoryLayout<CustomerAggregates>.offset(of: \CustomerAggregates.sections)!
+        + MemoryLayout<AggregateSections>.offset(of: \AggregateSections.words)!
 
     /// The record, the id and the row of next flips of `slot`. (It takes the partition's arrays,
     /// not the partition: passing the partition state copied it, a retain of each of its arrays.)
@@ -46,23 +44,21 @@ enum CustomerPrefetch {
         }
     }
 
-    /// The storage of the buckets, first/last times and recent ids of `slot`: their addresses are
-    /// read straight out of the record's bytes, because reading the arrays would retain them
-    /// (an atomic write to the very object not yet in cache).
+    /// The words of the aggregates of `slot` (recent ids, first/last times, orders, buckets): the
+    /// address is read straight out of the record's bytes, because reading the array would
+    /// retain it (an atomic write to the very object not yet in cache).
     @inline(__always)
     static func arrays(_ customers: UnsafeBufferPointer<CustomerRecord>, _ slot: Int32) {
         guard slot >= 0, Int(slot) < customers.count else { return }
         let p = UnsafeRawPointer(customers.baseAddress! + Int(slot))
-        @inline(__always) func storage(_ off: Int) {
-            // The array's storage object: its header (32 bytes), then the first elements.
-            if let obj = UnsafeRawPointer(bitPattern: p.load(fromByteOffset: off, as: UInt.self)) {
-                tp_prefetch(obj)
-                tp_prefetch(obj + 64)
-            }
+        // The array's storage object: its header (32 bytes), then the words; a typical customer's
+        // (~32 words) span the first five cache lines.
+        if let obj = UnsafeRawPointer(bitPattern: p.load(fromByteOffset: wordsOffset, as: UInt.self)) {
+            tp_prefetch(obj)
+            tp_prefetch(obj + 64)
+            tp_prefetch(obj + 128)
+            tp_prefetch(obj + 192)
+            tp_prefetch(obj + 256)
         }
-        let (b, f, r) = arrayOffsets
-        storage(b)
-        storage(f)
-        storage(r)
     }
 }

@@ -477,7 +477,7 @@ public final class Engine {
             }
             ps.stats.timersFired += 1
             preserve(&ps, slot)
-            if let last = lastSeen(ps, slot), last + retentionMs <= top.due,
+            if let last = Self.lastSeen(&ps.customers[slot].aggregates), last + retentionMs <= top.due,
                ps.customers[slot].contact.pending.isEmpty {
                 evict(&ps, slot: slot)
                 continue
@@ -578,16 +578,15 @@ public final class Engine {
             decideDue(&ps, slot: slot, at: t, memberships: ps.customers[slot].memberships, emit: emit)
             next = min(next, ps.customers[slot].contact.earliestDue)
         }
-        if let last = lastSeen(ps, slot) { next = min(next, max(last + retentionMs, t + 1)) }
+        // Through an `inout` access, which is exclusive: read through the buffer pointer, the
+        // aggregates were copied (the call may not prove that memory unchanged).
+        if let last = Self.lastSeen(&ps.customers[slot].aggregates) { next = min(next, max(last + retentionMs, t + 1)) }
         ps.customers[slot].dueMs = next
         if next < ps.customers[slot].scheduledMs { schedule(&ps, slot: slot, next) }
     }
 
-    /// A customer's last event, read in place (through the array subscript the aggregates were copied).
     @inline(__always)
-    private func lastSeen(_ ps: borrowing PartitionState, _ slot: Int) -> Int64? {
-        ps.customers.withUnsafeBufferPointer { $0[slot].aggregates.lastSeen }
-    }
+    private static func lastSeen(_ a: inout CustomerAggregates) -> Int64? { a.lastSeen }
 
     func schedule(_ ps: inout PartitionState, slot: Int, _ due: Int64) {
         ps.customers[slot].scheduledMs = due
@@ -778,7 +777,7 @@ public final class Engine {
 
     private func firstPurchaseTrigger(_ e: TouchpointEvent, _ a: CustomerAggregates) -> Trigger {
         let rule = config.firstPurchase
-        let firstSeen = a.firstLast.lazy.filter { $0.key < 64 }.map(\.first).min() ?? e.timestampMs
+        let firstSeen = a.firstSeen ?? e.timestampMs
         return Trigger(
             triggerID: Trigger.id(customerID: e.customerID, campaign: rule.campaign, episode: 1),
             campaign: rule.campaign, customerID: e.customerID, channel: rule.channel,
