@@ -166,7 +166,7 @@ if !engineOnly {
     for ps in heavy.partitions.values {
         for r in ps.customers where r.live {
             let a = r.aggregates
-            parts[0] += Double(a.bucketCount * MemoryLayout<ActivityBucket>.stride)
+            parts[0] += Double(a.bucketBytes)
             parts[1] += Double(a.firstLast.count * MemoryLayout<FirstLast>.stride)
             parts[2] += Double(a.recentIDs.count * MemoryLayout<(UInt64, Int64)>.stride)
             parts[3] += Double(a.orders.count * MemoryLayout<OrderRecord>.stride)

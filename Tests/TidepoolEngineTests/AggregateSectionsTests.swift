@@ -5,21 +5,21 @@ import XCTest
 final class AggregateSectionsTests: XCTestCase {
     func testEachSectionChangesWithoutDisturbingTheOthers() {
         var s = AggregateSections()
-        var ids: [RecentID] = [], fls: [FirstLast] = [], orders: [OrderRecord] = [], buckets: [ActivityBucket] = []
+        var ids: [RecentID] = [], fls: [FirstLast] = [], orders: [OrderRecord] = [], buckets: [UInt64] = []
         func check(_ step: String) {
             XCTAssertEqual(s.array(.recentIDs, as: RecentID.self).map(\.hash), ids.map(\.hash), step)
             XCTAssertEqual(s.array(.recentIDs, as: RecentID.self).map(\.timeMs), ids.map(\.timeMs), step)
             XCTAssertEqual(s.array(.firstLast, as: FirstLast.self), fls, step)
             XCTAssertEqual(s.array(.orders, as: OrderRecord.self), orders, step)
-            XCTAssertEqual(s.array(.buckets, as: ActivityBucket.self), buckets, step)
-            XCTAssertEqual(s.words.count, 2 * ids.count + 2 * fls.count + 3 * orders.count + 2 * buckets.count, step)
+            XCTAssertEqual(s.array(.buckets, as: UInt64.self), buckets, step)
+            XCTAssertEqual(s.words.count, 2 * ids.count + 2 * fls.count + 3 * orders.count + buckets.count, step)
         }
         var rng = SeededRNG(5)
         for step in 0..<400 {
             let k = UInt64(step)
             switch rng.next() % 9 {
             case 0:
-                let b = ActivityBucket(amount: Int64(step), hour: UInt32(step), count: Int16(step % 100), type: 3, channel: 2)
+                let b = UInt64(step) &* 0xA5A5_5A5A_0F0F_F0F0
                 let at = buckets.isEmpty ? 0 : Int(rng.next() % UInt64(buckets.count + 1))
                 s.insert(b, in: .buckets, at: at); buckets.insert(b, at: at)
             case 1:
@@ -50,5 +50,83 @@ final class AggregateSectionsTests: XCTestCase {
             check("step \(step)")
         }
         XCTAssertFalse(buckets.isEmpty && orders.isEmpty && fls.isEmpty, "the walk exercised the sections")
+    }
+
+    /// A bucket is one header word, plus an amount word when its amount is not zero; both read
+    /// back exactly, forwards and backwards, over the whole range of each field.
+    func testBucketWordsRoundTripInBothDirections() {
+        var rng = SeededRNG(9)
+        var buckets: [ActivityBucket] = []
+        var words: [UInt64] = []
+        for k in 0..<300 {
+            let amount: Int64 = k % 3 == 0 ? 0 : [1, -1, (1 << 62) - 1, -(1 << 62), Int64(rng.next() % 1_000_000_000)][k % 5]
+            let b = ActivityBucket(amount: amount, hour: [0, UInt32.max, UInt32(rng.next() % 1_000_000)][k % 3],
+                                   count: [Int16.min, Int16.max, 0, -1, Int16(truncatingIfNeeded: rng.next())][k % 5],
+                                   type: UInt8(rng.next() % 64), channel: UInt8(rng.next() % 64))
+            buckets.append(b)
+            words.append(BucketWords.header(hour: b.hour, type: b.type, channel: b.channel, count: b.count))
+            if amount != 0 { words.append(BucketWords.amountWord(amount)) }
+        }
+        words.withUnsafeBufferPointer { w in
+            let seq = BucketSequence(words: w)
+            XCTAssertEqual(Array(seq), buckets)
+            XCTAssertEqual(seq.count, buckets.count)
+            var end = w.count, back: [ActivityBucket] = []
+            while end > 0 {
+                let (b, start) = seq.bucket(endingAt: end)
+                back.append(b)
+                end = start
+            }
+            XCTAssertEqual(back.reversed(), buckets)
+        }
+        let h = BucketWords.header(hour: 7, type: 3, channel: 5, count: 2)
+        XCTAssertEqual(BucketWords.withCount(h, -3) & BucketWords.keyMask, BucketWords.key(hour: 7, type: 3, channel: 5))
+        XCTAssertEqual(BucketWords.count(BucketWords.withCount(h, -3)), -3)
+    }
+
+    /// The daily fold merges a day's hourly buckets in place: an amount joining a bucket that had
+    /// none gets its word, amounts that cancel lose theirs, and what the queries read is the same
+    /// before and after.
+    func testDailyFoldMergesAmountsInPlace() {
+        let agg = AggregateConfig(), channels = ChannelTable(agg)
+        let day: Int64 = 1_790_035_200_000 / AggregateConfig.dayMs * AggregateConfig.dayMs
+        let hourMs = AggregateConfig.hourMs
+        var a = CustomerAggregates()
+        var k: UInt64 = 0
+        func apply(_ type: EventType, _ hour: Int64, _ units: Int64?, channel: String = "app") {
+            k += 1
+            let e = TouchpointEvent(eventID: "e\(k)", customerID: "c", type: type, channel: channel, timestampMs: day + hour * hourMs,
+                                    amount: units.map { Money(units: $0) }, currency: units == nil ? nil : "CNY")
+            _ = a.apply(e, channel: channels.index(of: channel), orderKey: nil, eventKey: k, streamTimeMs: day + 23 * hourMs,
+                        config: agg, channels: channels)
+        }
+        apply(.purchase, 1, nil)            // no amount word
+        apply(.pageView, 2, nil)
+        apply(.purchase, 3, 500)            // joins the first purchase: its amount gets a word
+        apply(.refund, 4, 200, channel: "jd")   // an unknown order: -1 purchase, -200 on jd
+        apply(.purchase, 5, 200, channel: "jd") // cancels the refund's amount and count
+        apply(.pageView, 6, nil)
+        let at = day + 30 * AggregateConfig.dayMs
+        let before = (a.count(.purchase, window: 90 * AggregateConfig.dayMs, at: at), a.sum(.purchase, window: 90 * AggregateConfig.dayMs, at: at),
+                      a.count(.pageView, window: 90 * AggregateConfig.dayMs, at: at))
+        // The refund is a bucket of its own too (type refund, +200 on jd).
+        XCTAssertEqual(a.bucketCount, 7)
+        a.compact(streamTimeMs: day + 10 * AggregateConfig.dayMs, config: agg)
+        let after = (a.count(.purchase, window: 90 * AggregateConfig.dayMs, at: at), a.sum(.purchase, window: 90 * AggregateConfig.dayMs, at: at),
+                     a.count(.pageView, window: 90 * AggregateConfig.dayMs, at: at))
+        XCTAssertEqual(before.0, after.0)
+        XCTAssertEqual(before.1, after.1)
+        XCTAssertEqual(before.2, after.2)
+        let dayHour = UInt32(day / hourMs)
+        let app = channels.index(of: "app"), jd = channels.index(of: "jd")
+        XCTAssertEqual(a.buckets, [
+            ActivityBucket(amount: 500, hour: dayHour, count: 2, type: EventType.purchase.rawValue, channel: app),
+            ActivityBucket(amount: 0, hour: dayHour, count: 2, type: EventType.pageView.rawValue, channel: app),
+            ActivityBucket(amount: 200, hour: dayHour, count: 1, type: EventType.refund.rawValue, channel: jd),
+            ActivityBucket(amount: 0, hour: dayHour, count: 0, type: EventType.purchase.rawValue, channel: jd),
+        ])
+        // Four header words and two amount words (the app purchases', the refund's): the jd
+        // purchases' amounts cancelled, and so did their word.
+        XCTAssertEqual(a.bucketBytes, 48)
     }
 }

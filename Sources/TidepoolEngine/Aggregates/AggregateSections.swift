@@ -1,5 +1,6 @@
 /// The variable-size part of one customer's aggregates in a single allocation: recent event ids,
-/// first/last times, orders and buckets, one section after the other in one array of words.
+/// first/last times, orders and buckets, one section after the other in one array of words
+/// (the buckets as `BucketWords`: one or two words each).
 ///
 /// Four arrays cost a typical customer (~4 events) four allocations, four 32-byte array headers
 /// and malloc's 16 bytes each, plus each array's own slack; one array of words costs one of each,
@@ -14,12 +15,18 @@ struct AggregateSections: Sendable {
     enum Section: Int {
         case recentIDs, firstLast, orders, buckets
 
-        /// Words per element.
-        @inline(__always) var width: Int { self == .orders ? 3 : 2 }
+        /// Words per element (the bucket section counts words: a bucket takes one or two).
+        @inline(__always) var width: Int {
+            switch self {
+            case .orders: return 3
+            case .buckets: return 1
+            case .recentIDs, .firstLast: return 2
+            }
+        }
     }
 
     private(set) var words: [UInt64] = []
-    private(set) var bucketCount: UInt32 = 0
+    private(set) var bucketWords: UInt32 = 0
     private(set) var orderCount: UInt32 = 0
     private(set) var firstLastCount: UInt8 = 0
     private(set) var recentIDCount: UInt8 = 0
@@ -31,7 +38,7 @@ struct AggregateSections: Sendable {
         case .recentIDs: return Int(recentIDCount)
         case .firstLast: return Int(firstLastCount)
         case .orders: return Int(orderCount)
-        case .buckets: return Int(bucketCount)
+        case .buckets: return Int(bucketWords)
         }
     }
 
@@ -51,7 +58,7 @@ struct AggregateSections: Sendable {
         case .recentIDs: recentIDCount = UInt8(n)
         case .firstLast: firstLastCount = UInt8(n)
         case .orders: orderCount = UInt32(n)
-        case .buckets: bucketCount = UInt32(n)
+        case .buckets: bucketWords = UInt32(n)
         }
     }
 
@@ -141,18 +148,31 @@ struct AggregateSections: Sendable {
         if n < count(s) { remove(s, at: n, count: count(s) - n) }
     }
 
-    /// Room for `extra` more words, so that a decoder appending a known number of elements
-    /// allocates once.
-    mutating func reserve(extraWords extra: Int) { grow(to: words.count + extra) }
+    /// Room for exactly `extra` more words (a decoder about to append a known number of
+    /// elements).
+    mutating func reserve(extraWords extra: Int) {
+        if words.count + extra > words.capacity { words.reserveCapacity(words.count + extra) }
+    }
+
+    /// Gives back the room for growth when it is more than a few words (a restored customer
+    /// takes only what it holds).
+    mutating func shrinkToFit() {
+        guard words.capacity > words.count + 4 else { return }
+        let old = words
+        words = Array(unsafeUninitializedCapacity: old.count) { buf, n in
+            _ = buf.initialize(from: old)
+            n = old.count
+        }
+    }
 
     /// Grows a full array by a quarter instead of Swift's doubling (state per customer is what
     /// bounds how many customers fit in memory). The first allocation has room for a typical
-    /// customer (~4 events: 4 recent ids, ~7 first/last keys, ~4 buckets, perhaps an order: ~32
+    /// customer (~4 events: 4 recent ids, ~7 first/last keys, ~4 buckets, perhaps an order: ~28
     /// words), so that most customers allocate once.
     @inline(__always)
     private mutating func grow(to needed: Int) {
         let cap = words.capacity
         guard needed > cap else { return }
-        words.reserveCapacity(Swift.max(needed, cap == 0 ? 32 : cap + cap / 4))
+        words.reserveCapacity(Swift.max(needed, cap == 0 ? 28 : cap + cap / 4))
     }
 }

@@ -1,5 +1,6 @@
 /// One bucket of activity: events of one type on one channel in one UTC hour (recent) or one UTC
-/// day (older than 7 days, stored at the day's first hour). 16 bytes.
+/// day (older than 7 days, stored at the day's first hour). Stored as one or two words
+/// (`BucketWords`); this is the form it is read in.
 public struct ActivityBucket: Sendable, Equatable {
     /// Net amount in Money units (purchases minus refunds applied to this bucket).
     public var amount: Int64
@@ -71,17 +72,19 @@ public struct CustomerAggregates: Sendable, Equatable {
     public init() {}
 
     /// Buckets ordered by hour (copies; the hot paths read them in place with `withBuckets`).
-    public var buckets: [ActivityBucket] { sections.array(.buckets, as: ActivityBucket.self) }
+    public var buckets: [ActivityBucket] { withBuckets { Array($0) } }
     public var orders: [OrderRecord] { sections.array(.orders, as: OrderRecord.self) }
     public var firstLast: [FirstLast] { sections.array(.firstLast, as: FirstLast.self) }
     /// Hashes of recent event ids with their event time, newest last (duplicate detection).
     public var recentIDs: [(UInt64, Int64)] { sections.read(.recentIDs, as: RecentID.self) { $0.map { ($0.hash, $0.timeMs) } } }
-    public var bucketCount: Int { sections.count(.buckets) }
+    public var bucketCount: Int { withBuckets { $0.count } }
+    /// Bytes the buckets take (8 per bucket, 16 with an amount).
+    public var bucketBytes: Int { 8 * sections.count(.buckets) }
 
     /// The buckets in place, ordered by hour.
     @inline(__always)
-    public func withBuckets<R>(_ body: (UnsafeBufferPointer<ActivityBucket>) throws -> R) rethrows -> R {
-        try sections.read(.buckets, as: ActivityBucket.self, body)
+    func withBuckets<R>(_ body: (BucketSequence) throws -> R) rethrows -> R {
+        try sections.read(.buckets, as: UInt64.self) { try body(BucketSequence(words: $0)) }
     }
 
     @inline(__always)
@@ -96,9 +99,14 @@ public struct CustomerAggregates: Sendable, Equatable {
 
     /// Appends, in order, what a decoder read; `reserve` first when the counts are known.
     mutating func reserve(buckets: Int = 0, orders: Int = 0, firstLast: Int = 0, recentIDs: Int = 0) {
-        sections.reserve(extraWords: 2 * buckets + 3 * orders + 2 * firstLast + 2 * recentIDs)
+        sections.reserve(extraWords: buckets + 3 * orders + 2 * firstLast + 2 * recentIDs)
     }
-    mutating func appendBucket(_ b: ActivityBucket) { sections.append(b, to: .buckets) }
+    mutating func appendBucket(_ b: ActivityBucket) {
+        sections.append(BucketWords.header(hour: b.hour, type: b.type, channel: b.channel, count: b.count), to: .buckets)
+        if b.amount != 0 { sections.append(BucketWords.amountWord(b.amount), to: .buckets) }
+    }
+    /// After a decoder's appends: no room for growth kept.
+    mutating func finishBuilding() { sections.shrinkToFit() }
     mutating func appendOrder(_ o: OrderRecord) { sections.append(o, to: .orders) }
     mutating func appendFirstLast(_ f: FirstLast) { sections.append(f, to: .firstLast) }
     mutating func appendRecentID(_ hash: UInt64, _ ts: Int64) { sections.append(RecentID(hash: hash, timeMs: ts), to: .recentIDs) }
@@ -214,26 +222,43 @@ public struct CustomerAggregates: Sendable, Equatable {
 
     private mutating func add(hour h: UInt32, type: UInt8, channel: UInt8, count: Int16, amount: Int64) {
         let hour = h < dailyBelow ? h / 24 * 24 : h
-        // Keep buckets ordered by hour (late events insert before newer ones): the position is
-        // after the last bucket not newer than `hour`; most events are the newest of their
-        // customer, so the search from the end stops at once.
-        let at = sections.modify(.buckets, as: ActivityBucket.self) { bs -> Int in
-            var i = bs.count - 1
-            while i >= 0 && bs[i].hour > hour { i -= 1 }
-            let at = i + 1
-            while i >= 0 && bs[i].hour == hour {
-                if bs[i].type == type && bs[i].channel == channel {
-                    bs[i].count &+= count
-                    bs[i].amount += amount
-                    return -1
+        let key = BucketWords.key(hour: hour, type: type, channel: channel)
+        // From the newest bucket back (most events are their customer's newest): the bucket of
+        // this hour, type and channel if there is one (its count updated in place), else the
+        // word after the last bucket not newer than `hour`, where buckets stay ordered by hour.
+        let (found, at) = sections.modify(.buckets, as: UInt64.self) { w -> (Int, Int) in
+            var end = w.count, insertAt = -1
+            while end > 0 {
+                let start = BucketWords.isHeader(w[end - 1]) ? end - 1 : end - 2
+                let hw = w[start]
+                let bh = BucketWords.hour(hw)
+                if bh <= hour && insertAt < 0 { insertAt = end }
+                if bh < hour { break }
+                if hw & BucketWords.keyMask == key {
+                    w[start] = BucketWords.withCount(hw, BucketWords.count(hw) &+ count)
+                    return (start, end)
                 }
-                i -= 1
+                end = start
             }
-            return at
+            return (-1, insertAt < 0 ? 0 : insertAt)
         }
-        if at >= 0 {
-            sections.insert(ActivityBucket(amount: amount, hour: hour, count: count, type: type, channel: channel), in: .buckets, at: at)
+        if found >= 0 {
+            guard amount != 0 else { return }
+            let amountAt = found + 1
+            if at - found == 2 {
+                let net = sections.read(.buckets, as: UInt64.self) { BucketWords.amount($0[amountAt]) } + amount
+                if net == 0 {
+                    sections.remove(.buckets, at: amountAt)
+                } else {
+                    sections.modify(.buckets, as: UInt64.self) { $0[amountAt] = BucketWords.amountWord(net) }
+                }
+            } else {
+                sections.insert(BucketWords.amountWord(amount), in: .buckets, at: amountAt)
+            }
+            return
         }
+        sections.insert(BucketWords.withCount(key, count), in: .buckets, at: at)
+        if amount != 0 { sections.insert(BucketWords.amountWord(amount), in: .buckets, at: at + 1) }
     }
 
     /// Folds buckets older than 7 days into daily buckets and drops those past retention. Runs when
@@ -254,35 +279,68 @@ public struct CustomerAggregates: Sendable, Equatable {
     private mutating func compactSlowPath(streamTimeMs: Int64, retentionMs: Int64, floor: UInt32) {
         dailyBelow = floor
         let dropBefore = Self.hour(streamTimeMs - retentionMs)
-        guard let oldest = withBuckets({ $0.first }), oldest.hour < floor else { return }
-        var kept = 0
-        sections.modify(.buckets, as: ActivityBucket.self) { bs in
-            var n = 0
-            for k in bs.indices {
-                var b = bs[k]
-                if b.hour < dropBefore { continue }
-                if b.hour < floor {
-                    b.hour = b.hour / 24 * 24
+        let first = sections.read(.buckets, as: UInt64.self) { $0.first.map(BucketWords.hour) }
+        guard let oldest = first, oldest < floor else { return }
+        // In place over the words: a read cursor `r` and a write cursor `n` behind it. A folded
+        // bucket's words never outnumber those of the buckets folded into it (an amount word is
+        // added only for an amount read with its own word), so `n` stays at or behind `r`.
+        let written = sections.modify(.buckets, as: UInt64.self) { w -> Int in
+            var r = 0, n = 0
+            while r < w.count {
+                var h = w[r]
+                r += 1
+                var amount: Int64 = 0
+                if r < w.count && !BucketWords.isHeader(w[r]) {
+                    amount = BucketWords.amount(w[r])
+                    r += 1
+                }
+                let hour = BucketWords.hour(h)
+                if hour < dropBefore { continue }
+                if hour < floor {
+                    let day = hour / 24 * 24
+                    h = BucketWords.withHour(h, day)
                     // Same-day buckets are adjacent (ordered by hour): look back over this day only.
-                    var j = n - 1
+                    var end = n
                     var merged = false
-                    while j >= 0 && bs[j].hour == b.hour {
-                        if bs[j].type == b.type && bs[j].channel == b.channel {
-                            bs[j].count &+= b.count
-                            bs[j].amount += b.amount
+                    while end > 0 {
+                        let start = BucketWords.isHeader(w[end - 1]) ? end - 1 : end - 2
+                        let o = w[start]
+                        guard BucketWords.hour(o) == day else { break }
+                        if o & BucketWords.keyMask == h & BucketWords.keyMask {
+                            w[start] = BucketWords.withCount(o, BucketWords.count(o) &+ BucketWords.count(h))
+                            if amount != 0 {
+                                if end - start == 2 {
+                                    let net = BucketWords.amount(w[start + 1]) + amount
+                                    if net != 0 {
+                                        w[start + 1] = BucketWords.amountWord(net)
+                                    } else {
+                                        for k in (start + 1)..<(n - 1) { w[k] = w[k + 1] }
+                                        n -= 1
+                                    }
+                                } else {
+                                    var k = n
+                                    while k > start + 1 { w[k] = w[k - 1]; k -= 1 }
+                                    w[start + 1] = BucketWords.amountWord(amount)
+                                    n += 1
+                                }
+                            }
                             merged = true
                             break
                         }
-                        j -= 1
+                        end = start
                     }
                     if merged { continue }
                 }
-                bs[n] = b
+                w[n] = h
                 n += 1
+                if amount != 0 {
+                    w[n] = BucketWords.amountWord(amount)
+                    n += 1
+                }
             }
-            kept = n
+            return n
         }
-        sections.truncate(.buckets, to: kept)
+        sections.truncate(.buckets, to: written)
         if sections.count(.orders) > 0 {
             let left = sections.modify(.orders, as: OrderRecord.self) { os -> Int in
                 var n = 0
@@ -334,35 +392,50 @@ public struct CustomerAggregates: Sendable, Equatable {
     }
 
     @inline(__always)
-    func first(rawKey: UInt8) -> Int64? {
-        withFirstLast { fl in
-            for f in fl where f.key == rawKey { return f.first }
-            return nil
-        }
-    }
+    func first(rawKey: UInt8) -> Int64? { withFirstLast { Self.first($0, rawKey: rawKey) } }
 
     @inline(__always)
-    func last(rawKey: UInt8) -> Int64? {
-        withFirstLast { fl in
-            for f in fl where f.key == rawKey { return f.last }
-            return nil
-        }
-    }
+    func last(rawKey: UInt8) -> Int64? { withFirstLast { Self.last($0, rawKey: rawKey) } }
 
     /// First event of any type.
     @inline(__always)
-    public var firstSeen: Int64? {
-        // Through a buffer pointer and without an optional in the loop: rules, timers and
-        // retention read these several times per evaluation, and the iterator retained the array
-        // (~100 instructions per evaluation, callgrind).
-        withFirstLast { fl in
-            var v = Int64.max, found = false
-            for f in fl where f.key < 64 {
-                found = true
-                if f.first < v { v = f.first }
-            }
-            return found ? v : nil
+    public var firstSeen: Int64? { withFirstLast { Self.firstSeen($0) } }
+
+    // The same reads over a first/last section already in hand (the flip timing takes the
+    // section once per evaluation instead of once per term).
+
+    @inline(__always)
+    static func first(_ fl: UnsafeBufferPointer<FirstLast>, rawKey: UInt8) -> Int64? {
+        for f in fl where f.key == rawKey { return f.first }
+        return nil
+    }
+
+    @inline(__always)
+    static func last(_ fl: UnsafeBufferPointer<FirstLast>, rawKey: UInt8) -> Int64? {
+        for f in fl where f.key == rawKey { return f.last }
+        return nil
+    }
+
+    /// Without an optional in the loop: rules, timers and retention read these several times per
+    /// evaluation (~100 instructions per evaluation with one, callgrind).
+    @inline(__always)
+    static func firstSeen(_ fl: UnsafeBufferPointer<FirstLast>) -> Int64? {
+        var v = Int64.max, found = false
+        for f in fl where f.key < 64 {
+            found = true
+            if f.first < v { v = f.first }
         }
+        return found ? v : nil
+    }
+
+    @inline(__always)
+    static func lastSeen(_ fl: UnsafeBufferPointer<FirstLast>) -> Int64? {
+        var v = Int64.min, found = false
+        for f in fl where f.key < 64 {
+            found = true
+            if f.last > v { v = f.last }
+        }
+        return found ? v : nil
     }
 
     /// Net count of `type` events in window `w` ending at `t` (optionally on one channel).
@@ -413,16 +486,7 @@ public struct CustomerAggregates: Sendable, Equatable {
     public func last(channel: UInt8) -> Int64? { last(rawKey: 64 + channel) }
     /// Last event of any type.
     @inline(__always)
-    public var lastSeen: Int64? {
-        withFirstLast { fl in
-            var v = Int64.min, found = false
-            for f in fl where f.key < 64 {
-                found = true
-                if f.last > v { v = f.last }
-            }
-            return found ? v : nil
-        }
-    }
+    public var lastSeen: Int64? { withFirstLast { Self.lastSeen($0) } }
     public var distinctChannels: Int { channelsUsed.nonzeroBitCount }
 
     // MARK: - Merge

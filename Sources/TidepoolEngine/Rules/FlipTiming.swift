@@ -179,7 +179,7 @@ struct FlipTiming: Sendable {
     /// The first instant after `t` at which `term op constant` can change its truth, given the
     /// term's value `v0` at `t`.
     /// `from` and `to` are the window's first and last hour at `t`.
-    static func windowFlip(_ a: borrowing CustomerAggregates, term: WindowTerms.Term, value v0: Int64, sum: Bool,
+    static func windowFlip(_ buckets: BucketSequence, term: WindowTerms.Term, value v0: Int64, sum: Bool,
                            op: CompareOp, constant c: Double, termOnLeft: Bool, from: UInt32, to: UInt32) -> Int64 {
         @inline(__always) func truth(_ v: Int64) -> Bool {
             termOnLeft ? op.holds(Double(v), c) : op.holds(c, Double(v))
@@ -188,22 +188,23 @@ struct FlipTiming: Sendable {
         let w = term.windowMs
         let hourly = w <= AggregateConfig.hourlyLimitMs
         var best = Int64.max
-        a.withBuckets { buckets in
+        // A local function: its `return`s end the scan (they ended a closure before).
+        @inline(__always) func scan() {
             // Buckets dated after `to` (newest last) enter the window at their hour or day.
-            var k = buckets.count - 1
-            while k >= 0 && buckets[k].hour > to {
-                let b = buckets[k]
+            var end = buckets.words.count
+            while end > 0 {
+                let (b, start) = buckets.bucket(endingAt: end)
+                guard b.hour > to else { break }
                 if b.type == term.type && (term.channel < 0 || Int16(b.channel) == term.channel) {
                     let h = Int64(b.hour)
                     best = hourly ? h * AggregateConfig.hourMs : h / 24 * AggregateConfig.dayMs
                 }
-                k -= 1
+                end = start
             }
             // The buckets in the window leave it in hour order.
             var v = v0
             var group = Int64.min
-            for i in 0..<(k + 1) {
-                let b = buckets[i]
+            for b in BucketSequence(words: UnsafeBufferPointer(rebasing: buckets.words[0..<end])) {
                 guard b.hour >= from, b.type == term.type, term.channel < 0 || Int16(b.channel) == term.channel else { continue }
                 let h = Int64(b.hour)
                 let leave = hourly ? (h + w / AggregateConfig.hourMs) * AggregateConfig.hourMs
@@ -217,6 +218,7 @@ struct FlipTiming: Sendable {
             }
             if group != .min && truth(v) != now { best = min(best, group) }
         }
+        scan()
         return best
     }
 
@@ -274,6 +276,10 @@ struct FlipTiming: Sendable {
               from: UnsafeMutableBufferPointer<UInt32>, truths: UnsafeMutablePointer<Bool>,
               segNext: UnsafeMutableBufferPointer<Int64>, mask: UInt64 = .max) {
         let to = CustomerAggregates.hour(t)
+        // The buckets and first/last times are taken once here, not once per term: each read of a
+        // section is a closure, and per term the compiler left them out of line.
+        a.withBuckets { buckets in
+        a.withFirstLast { firstLast in
         withUnsafeTemporaryAllocation(of: (truth: Bool, needed: Bool, at: Int64).self, capacity: max(nodes.count, 1)) { node in
                 nodes.withUnsafeBufferPointer { nodes in
                     subtreeStart.withUnsafeBufferPointer { starts in
@@ -285,12 +291,17 @@ struct FlipTiming: Sendable {
                                     case .never: return .max
                                     case .window(let term, let sum, let op, let c, let left):
                                         let k = Int(term)
-                                        at = Self.windowFlip(a, term: terms[k], value: sum ? sums[k] : counts[k], sum: sum,
+                                        at = Self.windowFlip(buckets, term: terms[k], value: sum ? sums[k] : counts[k], sum: sum,
                                                              op: op, constant: c, termOnLeft: left, from: from[k], to: to)
                                     case .since(let last, let type, let op, let d):
                                         let x: Int64?
-                                        if last { x = type < 0 ? a.lastSeen : a.last(rawKey: UInt8(type)) }
-                                        else { x = type < 0 ? a.firstSeen : a.first(rawKey: UInt8(type)) }
+                                        if last {
+                                            x = type < 0 ? CustomerAggregates.lastSeen(firstLast)
+                                                : CustomerAggregates.last(firstLast, rawKey: UInt8(type))
+                                        } else {
+                                            x = type < 0 ? CustomerAggregates.firstSeen(firstLast)
+                                                : CustomerAggregates.first(firstLast, rawKey: UInt8(type))
+                                        }
                                         // Never did it: `since` is missing and every comparison false until an event.
                                         guard let x else { return .max }
                                         at = Self.sinceFlip(op, x: x, d: d, holds: truths[i], after: t)
@@ -379,5 +390,7 @@ struct FlipTiming: Sendable {
                     }
                 }
             }
+        }
+        }
     }
 }

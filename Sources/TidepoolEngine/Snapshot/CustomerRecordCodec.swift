@@ -30,7 +30,7 @@ public enum CustomerRecordCodec {
         let a = r.aggregates
         let c = r.contact
         var bound = 2 + 10 * 12
-        bound += 10 + a.bucketCount * 32 + 10 + a.sections.count(.orders) * 29 + 10 + a.sections.count(.firstLast) * 21
+        bound += 10 + a.sections.count(.buckets) * 32 + 10 + a.sections.count(.orders) * 29 + 10 + a.sections.count(.firstLast) * 21
             + 10 + a.sections.count(.recentIDs) * 18
         bound += 10 + c.marks.count * 28 + 10 + c.ledger.count * 11 + 20 + 10 + c.timeZone.utf8.count
         for p in c.pending { bound += 8 + 10 + 10 + 1 + 10 + (p.causeEventID?.utf8.count ?? 0) }
@@ -107,6 +107,7 @@ public enum CustomerRecordCodec {
         a.reserve(buckets: nb)
         for _ in 0..<nb {
             let amount = try rd.i64(), hour = try rd.u32(), count = Int16(bitPattern: try rd.u16()), type = try rd.u8(), ch = try rd.u8()
+            try checkBucket(type: type, channel: ch, amount: amount)
             a.appendBucket(ActivityBucket(amount: amount, hour: hour, count: count, type: type, channel: ch))
         }
         let no = Int(try rd.u32())
@@ -141,8 +142,15 @@ public enum CustomerRecordCodec {
             r.contact = c
         }
         guard rd.atEnd else { throw DecodeError(message: "\(bytes.count - rd.i) unexpected trailing bytes") }
+        a.finishBuilding()
         r.aggregates = a
         return r
+    }
+
+    /// What a bucket word can hold (`BucketWords`): a state outside it is foreign or corrupt.
+    private static func checkBucket(type: UInt8, channel: UInt8, amount: Int64) throws(DecodeError) {
+        guard type < 64, channel < 64 else { throw DecodeError(message: "bucket type \(type) or channel \(channel) above 63") }
+        guard BucketWords.holds(amount) else { throw DecodeError(message: "bucket amount \(amount) beyond 2^62 units") }
     }
 
     /// Format 3 (after its version byte).
@@ -170,7 +178,9 @@ public enum CustomerRecordCodec {
             let type = try rd.u8(), ch = try rd.u8()
             let count = try rd.svar()
             guard let n = Int16(exactly: count) else { throw DecodeError(message: "bucket count \(count) out of range") }
-            a.appendBucket(ActivityBucket(amount: try rd.svar(), hour: h, count: n, type: type, channel: ch))
+            let amount = try rd.svar()
+            try checkBucket(type: type, channel: ch, amount: amount)
+            a.appendBucket(ActivityBucket(amount: amount, hour: h, count: n, type: type, channel: ch))
         }
         let no = try rd.count(minBytes: 11, "order")
         a.reserve(orders: no)
@@ -212,6 +222,7 @@ public enum CustomerRecordCodec {
         if let zone = try rd.vtext(), !zone.isEmpty { c.timeZone = zone }
         guard rd.atEnd else { throw DecodeError(message: "\(rd.b.count - rd.i) unexpected trailing bytes") }
         r.contact = c
+        a.finishBuilding()
         r.aggregates = a
         return r
     }
