@@ -48,6 +48,16 @@ enum BucketWords {
         return UInt64(bitPattern: a) & ~tag
     }
 
+    /// The bucket whose header is word `i` of `w`: its header and net amount; `i` moves past it.
+    @inline(__always)
+    static func read(_ w: UnsafeBufferPointer<UInt64>, _ i: inout Int) -> (header: UInt64, amount: Int64) {
+        let h = w[i]
+        i += 1
+        guard i < w.count && !isHeader(w[i]) else { return (h, 0) }
+        i += 1
+        return (h, amount(w[i - 1]))
+    }
+
     @inline(__always)
     static func bucket(_ h: UInt64, amount: Int64) -> ActivityBucket {
         ActivityBucket(amount: amount, hour: hour(h), count: count(h), type: type(h), channel: channel(h))
@@ -66,13 +76,7 @@ struct BucketSequence: Sequence {
         @inline(__always)
         mutating func next() -> ActivityBucket? {
             guard i < words.count else { return nil }
-            let h = words[i]
-            i += 1
-            var amount: Int64 = 0
-            if i < words.count && !BucketWords.isHeader(words[i]) {
-                amount = BucketWords.amount(words[i])
-                i += 1
-            }
+            let (h, amount) = BucketWords.read(words, &i)
             return BucketWords.bucket(h, amount: amount)
         }
     }

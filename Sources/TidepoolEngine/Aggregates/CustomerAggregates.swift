@@ -287,13 +287,7 @@ public struct CustomerAggregates: Sendable, Equatable {
         let written = sections.modify(.buckets, as: UInt64.self) { w -> Int in
             var r = 0, n = 0
             while r < w.count {
-                var h = w[r]
-                r += 1
-                var amount: Int64 = 0
-                if r < w.count && !BucketWords.isHeader(w[r]) {
-                    amount = BucketWords.amount(w[r])
-                    r += 1
-                }
+                var (h, amount) = BucketWords.read(UnsafeBufferPointer(w), &r)
                 let hour = BucketWords.hour(h)
                 if hour < dropBefore { continue }
                 if hour < floor {
