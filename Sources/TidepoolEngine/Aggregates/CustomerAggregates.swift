@@ -224,9 +224,11 @@ public struct CustomerAggregates: Sendable, Equatable {
         let hour = h < dailyBelow ? h / 24 * 24 : h
         let key = BucketWords.key(hour: hour, type: type, channel: channel)
         // From the newest bucket back (most events are their customer's newest): the bucket of
-        // this hour, type and channel if there is one (its count updated in place), else the
-        // word after the last bucket not newer than `hour`, where buckets stay ordered by hour.
-        let (found, at) = sections.modify(.buckets, as: UInt64.self) { w -> (Int, Int) in
+        // this hour, type and channel if there is one (its count and an existing amount word
+        // updated in place), else the word after the last bucket not newer than `hour`, where
+        // buckets stay ordered by hour. Only an amount word to add or drop is left to do after.
+        enum Found { case updated, addAmountWord(at: Int), dropAmountWord(at: Int), insertAt(Int) }
+        let found = sections.modify(.buckets, as: UInt64.self) { w -> Found in
             var end = w.count, insertAt = -1
             while end > 0 {
                 let start = BucketWords.isHeader(w[end - 1]) ? end - 1 : end - 2
@@ -236,26 +238,23 @@ public struct CustomerAggregates: Sendable, Equatable {
                 if bh < hour { break }
                 if hw & BucketWords.keyMask == key {
                     w[start] = BucketWords.withCount(hw, BucketWords.count(hw) &+ count)
-                    return (start, end)
+                    guard amount != 0 else { return .updated }
+                    guard end - start == 2 else { return .addAmountWord(at: start + 1) }
+                    let net = BucketWords.amount(w[start + 1]) + amount
+                    guard net != 0 else { return .dropAmountWord(at: start + 1) }
+                    w[start + 1] = BucketWords.amountWord(net)
+                    return .updated
                 }
                 end = start
             }
-            return (-1, insertAt < 0 ? 0 : insertAt)
+            return .insertAt(insertAt < 0 ? 0 : insertAt)
         }
-        if found >= 0 {
-            guard amount != 0 else { return }
-            let amountAt = found + 1
-            if at - found == 2 {
-                let net = sections.read(.buckets, as: UInt64.self) { BucketWords.amount($0[amountAt]) } + amount
-                if net == 0 {
-                    sections.remove(.buckets, at: amountAt)
-                } else {
-                    sections.modify(.buckets, as: UInt64.self) { $0[amountAt] = BucketWords.amountWord(net) }
-                }
-            } else {
-                sections.insert(BucketWords.amountWord(amount), in: .buckets, at: amountAt)
-            }
-            return
+        let at: Int
+        switch found {
+        case .updated: return
+        case .addAmountWord(let i): sections.insert(BucketWords.amountWord(amount), in: .buckets, at: i); return
+        case .dropAmountWord(let i): sections.remove(.buckets, at: i); return
+        case .insertAt(let i): at = i
         }
         sections.insert(BucketWords.withCount(key, count), in: .buckets, at: at)
         if amount != 0 { sections.insert(BucketWords.amountWord(amount), in: .buckets, at: at + 1) }

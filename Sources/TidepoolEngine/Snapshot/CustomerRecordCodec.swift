@@ -117,10 +117,12 @@ public enum CustomerRecordCodec {
             a.appendOrder(OrderRecord(orderKey: key, hour: hour, channel: ch, remaining: rem))
         }
         let nf = Int(try rd.u32())
-        guard nf <= bytes.count / 17, nf <= 255 else { throw DecodeError(message: "first/last count \(nf) exceeds the blob") }
+        guard nf <= bytes.count / 17 else { throw DecodeError(message: "first/last count \(nf) exceeds the blob") }
+        guard nf <= 255 else { throw DecodeError(message: "first/last count \(nf) above 255") }
         for _ in 0..<nf { a.appendFirstLast(FirstLast(key: try rd.u8(), first: try rd.i64(), last: try rd.i64())) }
         let nr = Int(try rd.u32())
-        guard nr <= bytes.count / 16, nr <= 255 else { throw DecodeError(message: "recent id count \(nr) exceeds the blob") }
+        guard nr <= bytes.count / 16 else { throw DecodeError(message: "recent id count \(nr) exceeds the blob") }
+        guard nr <= 255 else { throw DecodeError(message: "recent id count \(nr) above 255") }
         for _ in 0..<nr { a.appendRecentID(try rd.u64(), try rd.i64()) }
         if v >= 2 {
             var c = ContactState()
