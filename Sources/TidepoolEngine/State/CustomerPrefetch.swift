@@ -2,13 +2,13 @@ import CMemory
 
 /// Cache prefetches of a customer's state, for the batched apply (`Engine.apply(_:partition:emit:)`
 /// with a run of events) and the timer loop. With a million customers each event lands on a cold
-/// customer: its index entry, id, record, next flips and arrays are each a cache miss (~100 ns),
+/// customer: its index entry, id, record, next flips and aggregates are each a cache miss (~100 ns),
 /// and one event at a time they stall the thread one after the other. Asked for ahead, they
 /// overlap. Hints only: a slot that is stale or -1 costs a wasted hint, never a wrong result.
 enum CustomerPrefetch {
-    /// How many events ahead the arrays are prefetched (their record must be in cache already,
-    /// since the array addresses are read from it).
-    static let arraysAhead = 4
+    /// How many events ahead the aggregates are prefetched (their record must be in cache
+    /// already, since their address is read from it).
+    static let aggregatesAhead = 4
 
     /// Byte offset, in a `CustomerRecord`, of the reference to the words of its aggregates.
     private static let wordsOffset: Int =
@@ -48,7 +48,7 @@ enum CustomerPrefetch {
     /// address is read straight out of the record's bytes, because reading the array would
     /// retain it (an atomic write to the very object not yet in cache).
     @inline(__always)
-    static func arrays(_ customers: UnsafeBufferPointer<CustomerRecord>, _ slot: Int32) {
+    static func aggregates(_ customers: UnsafeBufferPointer<CustomerRecord>, _ slot: Int32) {
         guard slot >= 0, Int(slot) < customers.count else { return }
         let p = UnsafeRawPointer(customers.baseAddress! + Int(slot))
         // The array's storage object: its header (32 bytes), then the words; a typical customer's

@@ -115,7 +115,7 @@ public enum EngineOutput: Sendable, Equatable {
     case deferred(campaign: String, customerID: String, untilMs: Int64)
 }
 
-/// One customer in memory. The fields are in an order that leaves no padding (152 bytes): the
+/// One customer in memory. The fields are in an order that leaves no padding (144 bytes): the
 /// 4-byte epoch fills the end of the aggregates' last word, the two flags come last.
 public struct CustomerRecord: Sendable {
     public var aggregates = CustomerAggregates()
@@ -358,7 +358,7 @@ public final class Engine {
                         let segments = config.segments.segments.count
                         // 1. Hash every id and prefetch its index entry; 2. read the entries
                         // (now in cache) and prefetch the records; 3. apply, prefetching the
-                        // arrays of a customer a few events ahead (its record is in cache by then).
+                        // aggregates of a customer a few events ahead (its record is in cache by then).
                         for i in 0..<n { hashes[i] = StableHash.hash64(ev[i].customerID) }
                         // One call each for the whole run: called per event from this loop, the
                         // index was copied (four retains and releases) for every event.
@@ -373,8 +373,8 @@ public final class Engine {
                         }
                         for i in 0..<n {
                             // The current table: applying may have grown it.
-                            if i + CustomerPrefetch.arraysAhead < n {
-                                ps.customers.withUnsafeBufferPointer { CustomerPrefetch.arrays($0, slots[i + CustomerPrefetch.arraysAhead]) }
+                            if i + CustomerPrefetch.aggregatesAhead < n {
+                                ps.customers.withUnsafeBufferPointer { CustomerPrefetch.aggregates($0, slots[i + CustomerPrefetch.aggregatesAhead]) }
                             }
                             apply(ev[i], idHash: hashes[i], &ps, emit: emit)
                         }
