@@ -18,7 +18,7 @@ import TidepoolEngine
 /// | `/customers/{id}` | state, memberships with explanations, campaign state (JSON); 404 when not in memory |
 ///
 /// It reads the counters the pipeline publishes once per batch; customer queries run on the
-/// pipeline thread between batches (`Pipeline.inspect`), so the engine is never shared.
+/// pipeline thread between batches (`Pipeline.customerView`), so the engine is never shared.
 public final class StatusServer: Sendable {
     let worker: PipelineThread
     let host: String
@@ -73,8 +73,8 @@ public final class StatusServer: Sendable {
                 return Self.response(.badRequest, "text/plain", Array("customer id missing\n".utf8))
             }
             let body: [UInt8]? = await withCheckedContinuation { cont in
-                worker.pipeline.inspect { engine in
-                    cont.resume(returning: engine.view(id).map { InspectionJSON.encode(InspectionJSON.customer($0)) })
+                worker.pipeline.customerView(id) { view in
+                    cont.resume(returning: view.map { InspectionJSON.encode(InspectionJSON.customer($0)) })
                 }
             }
             guard let body else {

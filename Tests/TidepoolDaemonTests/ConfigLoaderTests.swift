@@ -149,6 +149,15 @@ final class ConfigLoaderTests: XCTestCase {
         expectError("state:\n  checkpoint_slice: 0ms\n", line: 2, column: 21, contains: "at least 1ms")
     }
 
+    func testProcessingThreads() throws {
+        XCTAssertEqual(TidepoolConfig().processing.threads, 0, "auto by default")
+        XCTAssertEqual(try load("processing:\n  threads: auto\n").processing.threads, 0)
+        XCTAssertEqual(try load("processing:\n  threads: 3\n").processing.threads, 3)
+        expectError("processing:\n  threads: 0\n", line: 2, column: 12, contains: "between 1 and 64")
+        expectError("processing:\n  threads: many\n", line: 2, column: 12, contains: "expected auto or an integer")
+        XCTAssertGreaterThanOrEqual(TidepoolConfig.Processing.availableCores, 1)
+    }
+
     func testCheckpointSlice() throws {
         XCTAssertEqual(TidepoolConfig().state.checkpointSliceMs, 5)
         XCTAssertEqual(try load("state:\n  checkpoint_slice: 20ms\n").state.checkpointSliceMs, 20)

@@ -58,7 +58,14 @@ public struct ConfigLoader {
                     switch k2.string ?? "" {
                     case "batch_size": config.processing.batchSize = try int(v2, min: 1, max: 1_000_000)
                     case "poll_timeout": config.processing.pollTimeoutMs = try duration(v2)
-                    default: throw unknown(k2, in: "processing", known: ["batch_size", "poll_timeout"])
+                    case "threads":
+                        if v2.string == "auto" {
+                            config.processing.threads = 0
+                        } else {
+                            guard Int(v2.string ?? "") != nil else { throw error(v2, "expected auto or an integer between 1 and 64") }
+                            config.processing.threads = try int(v2, min: 1, max: 64)
+                        }
+                    default: throw unknown(k2, in: "processing", known: ["batch_size", "poll_timeout", "threads"])
                     }
                 }
             case "first_purchase":

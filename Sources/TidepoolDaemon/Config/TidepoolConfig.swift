@@ -1,3 +1,4 @@
+import Foundation
 import TidepoolEngine
 
 /// Everything `tidepool run` reads from its configuration file. Every setting has a default; the
@@ -29,6 +30,13 @@ public struct TidepoolConfig: Equatable, Sendable {
         /// (`KafkaConsumer.poll`), so this bounds how often an idle loop turns (idle-partition
         /// timers, checkpoints, jobs from other threads), not the latency of events.
         public var pollTimeoutMs: Int64 = 10
+        /// How many threads apply events (0, `auto`: one per available core, at most 16). The
+        /// partitions held are split over that many engines; one thread still consumes, decodes
+        /// and produces (`Pipeline`).
+        public var threads = 0
+
+        /// Cores this process may run on.
+        public static var availableCores: Int { min(max(ProcessInfo.processInfo.activeProcessorCount, 1), 16) }
     }
 
     public struct Shutdown: Equatable, Sendable {

@@ -55,6 +55,10 @@ public enum PrometheusExposition {
             w.family(name, "counter", help + ", by input partition")
             for ((topic, partition), v) in perPartition { w.sample(name, [("topic", topic), ("partition", partition)], Double(v[keyPath: value])) }
         }
+        w.family("tidepool_thread_events_total", "counter", "Events applied by each processing thread (processing.threads; 0 is the pipeline thread, which applies small polls alone)")
+        for (i, n) in c.threadEvents.enumerated() { w.sample("tidepool_thread_events_total", [("thread", String(i))], Double(n)) }
+        w.family("tidepool_parallel_polls_total", "counter", "Polls whose events were applied on several processing threads at once")
+        w.sample("tidepool_parallel_polls_total", [], Double(c.parallelPolls))
         w.family("tidepool_triggers_produced_total", "counter", "Triggers produced on the trigger topic")
         w.sample("tidepool_triggers_produced_total", [], Double(c.triggersProduced))
         w.family("tidepool_triggers_deduplicated_total", "counter", "Triggers re-created by a replay after a crash and found already on the trigger topic (not produced again)")

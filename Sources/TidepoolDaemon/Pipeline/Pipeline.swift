@@ -9,14 +9,18 @@ import TidepoolStore
 /// produce triggers and dead letters, and store a record's offset once everything it caused has
 /// been acknowledged by the broker (at-least-once, no silent loss).
 ///
-/// Threading: `run()` blocks the calling thread and does all the work on it, rebalance callbacks
-/// and delivery reports included. `requestStop()` may be called from any thread.
+/// Threading: `run()` blocks the calling thread and does the work on it, rebalance callbacks and
+/// delivery reports included, except the engine work of large polls: the partitions are split
+/// over `processing.threads` engines (`EngineShards`), and a poll's events are applied on that
+/// many threads at once (`ShardWorkers`) before their outputs are produced from this thread.
+/// `requestStop()` may be called from any thread.
 public final class Pipeline: RebalanceListener {
     /// The running configuration (segments, campaigns and contact policy change on reload).
     public private(set) var config: TidepoolConfig
     public let metrics: PipelineMetrics
     private let logger: Logger
-    private let engine: Engine
+    private let shards: EngineShards
+    private let workers: ShardWorkers
     private let decoder: TouchpointDecoder
     private let encoder = TriggerEncoder()
     private let stopFlag = Atomic<Bool>(false)
@@ -66,7 +70,8 @@ public final class Pipeline: RebalanceListener {
     /// The checkpoint was unusable and moved aside: partitions start from their earliest offset.
     private var rebuildFromBeginning = false
     /// Work handed in from other threads (HTTP queries, reloads), run on the pipeline thread
-    /// between batches: the engine is only ever touched by this thread.
+    /// between batches: the engines are touched only by this thread, and by the shard threads
+    /// inside `applyPending` while this thread waits for them.
     private let jobs = Mutex<[Job]>([])
     struct Job: @unchecked Sendable { let run: (Pipeline) -> Void }
 
@@ -90,20 +95,28 @@ public final class Pipeline: RebalanceListener {
         self.logger = logger
         self.metrics = metrics
         self.clock = clock
-        self.engine = Engine(config: try config.engineConfig(), offsets: SystemTimeZones())
+        let threads = config.processing.threads > 0 ? config.processing.threads : TidepoolConfig.Processing.availableCores
+        self.shards = EngineShards(config: try config.engineConfig(), count: threads, offsets: SystemTimeZones())
+        self.workers = ShardWorkers(shards: threads)
+        self.pending = PendingRuns(shards: threads)
+        self.shardOutputs = (0..<threads).map { _ in OutputBuffer() }
         self.decoder = TouchpointDecoder(limits: config.decoding)
         self.counters.rulesVersion = config.ruleVersion
+        self.counters.threadEvents = [Int64](repeating: 0, count: threads)
     }
 
     public func requestStop() { stopFlag.store(true, ordering: .relaxed) }
 
     // MARK: - Work from other threads
 
-    /// Runs `body` with the engine on the pipeline thread, between two batches (within one poll
-    /// timeout). `body` must not keep the engine.
-    public func inspect(_ body: @escaping (Engine) -> Void) {
-        jobs.withLock { $0.append(Job { body($0.engine) }) }
+    /// The view of a customer (nil when no partition held here has it), taken on the pipeline
+    /// thread between two batches (within one poll timeout); `completion` runs on that thread.
+    public func customerView(_ id: String, _ completion: @escaping (CustomerView?) -> Void) {
+        jobs.withLock { $0.append(Job { completion($0.shards.view(id)) }) }
     }
+
+    /// How many engines (and threads) the partitions are split over.
+    public var processingThreads: Int { shards.count }
 
     /// Applies a new configuration's segments, campaigns and contact policy between two batches.
     /// Other sections need a restart: they are reported in `ReloadOutcome.needsRestart` and keep
@@ -164,7 +177,7 @@ public final class Pipeline: RebalanceListener {
             // A capture in progress holds memberships under the rules being replaced: write it first.
             finishStagedCheckpoint(deadlineMs: config.shutdown.deadlineMs)
             let now = clock()
-            let report = engine.reconfigure(engineConfig, policy: new.reloadPolicy) { output in route(output, nowMs: now) }
+            let report = shards.reconfigure(engineConfig, policy: new.reloadPolicy) { output in route(output, nowMs: now) }
             config = merged
             counters.reloadsApplied += 1
             counters.rulesVersion = merged.ruleVersion
@@ -228,6 +241,7 @@ public final class Pipeline: RebalanceListener {
                 handle(msg, nowMs: now)
             }
             endRun()
+            applyPending()
             if config.idleAdvance { advanceIdlePartitions(wallMs: turnNow ?? clock()) }
             if let writer {
                 if let c = writer.poll() { checkpointCompleted(c) }
@@ -235,7 +249,7 @@ public final class Pipeline: RebalanceListener {
                     continueStagedCheckpoint()
                 } else if !writer.inFlight {
                     let due = WallClock.monotonicNs() - lastCheckpointNs >= UInt64(config.state.checkpointIntervalMs) * 1_000_000
-                        || (config.state.checkpointDirtyCustomers > 0 && engine.dirtyCount >= config.state.checkpointDirtyCustomers)
+                        || (config.state.checkpointDirtyCustomers > 0 && shards.dirtyCount >= config.state.checkpointDirtyCustomers)
                     if due { startCheckpoint() }
                 }
             }
@@ -305,6 +319,7 @@ public final class Pipeline: RebalanceListener {
                 runPartitionID = PartitionID(topic: msg.topic, partition: msg.partition)
                 partitionIDs[key] = runPartitionID
             }
+            runShard = shards.shard(of: runPartitionID)
         }
         if let err = msg.error {
             if msg.isPartitionEOF {
@@ -322,9 +337,8 @@ public final class Pipeline: RebalanceListener {
             if msg.valueIsNull { throw DecodeFailure(.invalidJSON, "record has a null value") }
             let event = try decoder.decode(msg.value, key: keyCheck, nowMs: nowMs)
             counters.eventsByType[Int(event.type.rawValue)] += 1
-            batch.append(event)
-            batchNowMs = nowMs
-            if batch.count == Self.batchLength { applyBatch() }
+            pending.append(event, shard: runShard, partition: runPartitionID)
+            pendingNowMs = nowMs
         } catch {
             deadLetter(msg, error)
         }
@@ -335,31 +349,59 @@ public final class Pipeline: RebalanceListener {
     /// exits fire on time even when no event arrives.
     private func advanceIdlePartitions(wallMs: Int64) {
         for p in idle {
-            engine.advance(p, to: wallMs - config.latenessMs) { output in route(output, nowMs: wallMs) }
+            shards.engine(for: p)?.advance(p, to: wallMs - config.latenessMs) { output in route(output, nowMs: wallMs) }
         }
     }
 
-    /// Decoded events of the current run, applied together (`Engine.apply` of a run looks every
-    /// customer up and prefetches their state first: 1.2-1.3x the events/s of one at a time with
-    /// 1M customers, `tidepool-bench`). A run ends at a partition change, at this length, and at
-    /// the end of each poll; its events are applied before its offset is recorded.
-    private static let batchLength = 64
-    private var batch: [TouchpointEvent] = {
-        var b: [TouchpointEvent] = []
-        b.reserveCapacity(Pipeline.batchLength)
-        return b
-    }()
-    private var batchNowMs: Int64 = 0
+    /// The shard of the current run's partition.
+    private var runShard = 0
+    /// The decoded events of this poll, per shard, applied after the poll (`applyPending`).
+    private let pending: PendingRuns
+    private var pendingNowMs: Int64 = 0
+    /// Outputs of the shards applied on other threads, produced from this one after the join.
+    private final class OutputBuffer: @unchecked Sendable { var outputs: [EngineOutput] = [] }
+    private let shardOutputs: [OutputBuffer]
+    /// Below this many events a poll is applied on this thread alone: waking the other threads
+    /// costs more than it saves.
+    private static let parallelMinimum = 256
 
-    private func applyBatch() {
-        guard !batch.isEmpty else { return }
-        let now = batchNowMs
-        engine.apply(batch, partition: runPartitionID) { output in route(output, nowMs: now) }
-        batch.removeAll(keepingCapacity: true)
+    /// Applies the events of this poll and produces what they caused. With more than one shard and
+    /// enough events, each shard's runs are applied on its own thread at once; shard 0's outputs
+    /// are produced as they come, the others' after the join (order matters only within a
+    /// partition, and a partition belongs to one shard). Offsets recorded for these events
+    /// (`endRun`) are read only after this: by the tracker when the loop turn closes, and by
+    /// checkpoints, rebalances and reloads, which all call this first.
+    private func applyPending() {
+        guard pending.total > 0 else { return }
+        let now = pendingNowMs
+        let engines = shards.engines
+        let runs = pending
+        defer { runs.removeAll() }
+        if shards.count == 1 || runs.total < Self.parallelMinimum {
+            counters.threadEvents[0] += Int64(runs.total)
+            for k in engines.indices {
+                runs.forEachRun(shard: k) { p, events in engines[k].apply(events, partition: p) { route($0, nowMs: now) } }
+            }
+        } else {
+            let buffers = shardOutputs
+            counters.parallelPolls += 1
+            for k in engines.indices { counters.threadEvents[k] += Int64(runs.count(shard: k)) }
+            workers.run { k in
+                if k == 0 {
+                    runs.forEachRun(shard: 0) { p, events in engines[0].apply(events, partition: p) { self.route($0, nowMs: now) } }
+                } else {
+                    let out = buffers[k]
+                    runs.forEachRun(shard: k) { p, events in engines[k].apply(events, partition: p) { out.outputs.append($0) } }
+                }
+            }
+            for out in buffers.dropFirst() where !out.outputs.isEmpty {
+                for o in out.outputs { route(o, nowMs: now) }
+                out.outputs.removeAll(keepingCapacity: true)
+            }
+        }
     }
 
     private func endRun() {
-        applyBatch()
         guard runNext >= 0 else { return }
         tracker.processed(topic: runTopic, partition: runPartition, offset: runNext - 1)
         let name = runPartitionID.description
@@ -509,13 +551,13 @@ public final class Pipeline: RebalanceListener {
         lastCheckpointNs = started
         var capturing: [PartitionID] = []
         var offsets: [PartitionID: Int64] = [:]
-        for p in engine.partitions.keys.sorted(by: { ($0.topic, $0.partition) < ($1.topic, $1.partition) }) {
-            guard engine.beginCheckpoint(p) else { continue }
+        for p in shards.partitions {
+            guard shards.engine(for: p)?.beginCheckpoint(p) == true else { continue }
             capturing.append(p)
             if let next = nextOffsets[p] { offsets[p] = next }
         }
         staged = StagedCheckpoint(capturing: capturing, nextOffsets: offsets, outputs: outputEnds(), cutSeq: currentSeq,
-                                  segments: engine.config.segments.segments.map { ($0.name, $0.rule) })
+                                  segments: shards.config.segments.segments.map { ($0.name, $0.rule) })
         continueStagedCheckpoint(heldSince: started)
     }
 
@@ -526,10 +568,10 @@ public final class Pipeline: RebalanceListener {
         let started = WallClock.monotonicNs()
         let budgetNs = UInt64(config.state.checkpointSliceMs) * 1_000_000
         while let p = st.capturing.first, WallClock.monotonicNs() - started < budgetNs {
-            if let s = engine.continueCheckpoint(p, budget: 512) {
+            if let s = shards.engine(for: p)?.continueCheckpoint(p, budget: 512) {
                 st.capturing.removeFirst()
                 if let next = st.nextOffsets[p] { st.snapshots.append((s, nextOffset: next)) }
-            } else if !engine.isCapturing(p) {
+            } else if shards.engine(for: p)?.isCapturing(p) != true {
                 st.capturing.removeFirst()  // released since the cut
             }
         }
@@ -563,7 +605,7 @@ public final class Pipeline: RebalanceListener {
     /// Encodes what is left of the staged checkpoint's captures, at once.
     private func complete(_ st: inout StagedCheckpoint) {
         for p in st.capturing {
-            if let s = engine.continueCheckpoint(p, budget: .max), let next = st.nextOffsets[p] { st.snapshots.append((s, nextOffset: next)) }
+            if let s = shards.engine(for: p)?.continueCheckpoint(p, budget: .max), let next = st.nextOffsets[p] { st.snapshots.append((s, nextOffset: next)) }
         }
         st.capturing = []
     }
@@ -596,8 +638,8 @@ public final class Pipeline: RebalanceListener {
             complete(&st)
             snapshots = st.snapshots
         }
-        for p in engine.partitions.keys.sorted(by: { ($0.topic, $0.partition) < ($1.topic, $1.partition) }) {
-            guard let s = engine.takeCheckpoint(p) else { continue }
+        for p in shards.partitions {
+            guard let s = shards.engine(for: p)?.takeCheckpoint(p) else { continue }
             if let next = nextOffsets[p] { snapshots.append((s, nextOffset: next)) }
         }
         // Committed: the newest offset of each partition (a partition's later snapshot comes last).
@@ -606,7 +648,7 @@ public final class Pipeline: RebalanceListener {
         let offsets = latest.sorted { ($0.key.topic, $0.key.partition) < ($1.key.topic, $1.key.partition) }
             .map { TopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value) }
         writer.submit(snapshots, offsets: offsets, outputs: outputEnds(),
-                      segments: engine.config.segments.segments.map { ($0.name, $0.rule) })
+                      segments: shards.config.segments.segments.map { ($0.name, $0.rule) })
         if let c = writer.wait() { checkpointCompleted(c) }
     }
 
@@ -668,12 +710,12 @@ public final class Pipeline: RebalanceListener {
     }
 
     private func publish() {
-        counters.customers = engine.customerCount
-        counters.segmentSizes = engine.segmentSizes
-        counters.segmentTransitions = engine.transitionCounts
-        for (p, ps) in engine.partitions {
+        counters.customers = shards.customerCount
+        counters.segmentSizes = shards.segmentSizes
+        counters.segmentTransitions = shards.transitionCounts
+        for p in shards.partitions {
             var c = retiredCounters[p] ?? PartitionStats()
-            c.addCounters(ps.stats)
+            if let stats = shards.stats(p) { c.addCounters(stats) }
             counters.partitionCounters[p] = c
         }
         counters.assignedPartitions = consumer?.assignment.count ?? 0
@@ -681,7 +723,7 @@ public final class Pipeline: RebalanceListener {
         if let consumer, now - lastLagNs >= 1_000_000_000 {
             lastLagNs = now
             var lag: [String: Int64] = [:]
-            for p in engine.partitions.keys {
+            for p in shards.partitions {
                 guard let high = consumer.cachedHighWatermark(topic: p.topic, partition: p.partition) else { continue }
                 lag[p.description] = max(0, high - (nextOffsets[p] ?? counters.positions[p.description] ?? high))
             }
@@ -696,7 +738,7 @@ public final class Pipeline: RebalanceListener {
         var seeks: [TopicPartitionOffset] = []
         for tp in partitions {
             let p = PartitionID(topic: tp.topic, partition: tp.partition)
-            engine.assign(p)
+            let engine = shards.assign(p)
             var start = tp.offset  // INVALID: resume from the group's committed offset
             if let writer {
                 // The connection is the writer's while a write is in flight.
@@ -726,12 +768,13 @@ public final class Pipeline: RebalanceListener {
             seeks.append(TopicPartitionOffset(topic: tp.topic, partition: tp.partition, offset: start))
         }
         logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))",
-                                                     "restored_customers": "\(engine.customerCount)"])
+                                                     "restored_customers": "\(shards.customerCount)"])
         return writer == nil ? nil : seeks
     }
 
     public func partitionsRevoked(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {
         endRun()
+        applyPending()
         runPartition = -1
         // Everything produced so far must be acknowledged and its offsets committed before the
         // partitions go to another member; then their state leaves memory.
@@ -749,8 +792,8 @@ public final class Pipeline: RebalanceListener {
             nextOffsets[p] = nil
             // The engine's counters restart with the partition's state; keep what they had so the
             // published counters never go backwards in this process.
-            if let stats = engine.stats(p) { retiredCounters[p, default: PartitionStats()].addCounters(stats) }
-            engine.release(p)
+            if let stats = shards.stats(p) { retiredCounters[p, default: PartitionStats()].addCounters(stats) }
+            shards.release(p)
             counters.positions[p.description] = nil
             counters.partitionsAtEOF.remove(p.description)
         }
@@ -758,6 +801,7 @@ public final class Pipeline: RebalanceListener {
 
     public func partitionsLost(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {
         endRun()
+        applyPending()
         runPartition = -1
         tracker.forget(Set(partitions.map { OffsetTracker.PartitionKey(topic: $0.topic, partition: $0.partition) }))
         // Never commit for a lost assignment: a staged checkpoint forgets them too.

@@ -29,6 +29,11 @@ public struct PipelineCounters: Sendable, Equatable {
     public var deliveryFailures: Int64 = 0
     public var consumerErrors: Int64 = 0
     public var batches: Int64 = 0
+    /// Events applied by each processing thread (`processing.threads`; 0 is the pipeline thread,
+    /// which applies small polls alone).
+    public var threadEvents: [Int64] = []
+    /// Polls whose events were applied on several threads at once.
+    public var parallelPolls: Int64 = 0
     public var customers: Int = 0
     public var assignedPartitions: Int = 0
     /// Next offset to process per partition ("topic[p]" -> offset) and partitions at their end.

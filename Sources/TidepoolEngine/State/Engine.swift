@@ -350,6 +350,12 @@ public final class Engine {
     /// state into cache (`CustomerPrefetch`), so that the cache misses of many customers overlap
     /// instead of stalling one event at a time. A consumer hands events over in such runs.
     public func apply(_ events: [TouchpointEvent], partition p: PartitionID, emit: (EngineOutput) -> Void) {
+        apply(events[...], partition: p, emit: emit)
+    }
+
+    /// Applies a run of events of partition `p` held in part of a larger array (the daemon keeps
+    /// one poll's events of a shard in one array).
+    public func apply(_ events: ArraySlice<TouchpointEvent>, partition p: PartitionID, emit: (EngineOutput) -> Void) {
         withPartition(p) { ps in
             let n = events.count
             events.withUnsafeBufferPointer { ev in
@@ -601,22 +607,31 @@ public final class Engine {
     /// emitted (and start campaigns) according to `policy`. Aggregates and models must not change
     /// (their state layout depends on them); the caller checks that.
     public func reconfigure(_ new: EngineConfig, policy: ReloadPolicy, emit: (EngineOutput) -> Void) -> ReconfigureReport {
-        precondition(new.aggregates == config.aggregates && new.segments.models == config.segments.models,
-                     "aggregates and models cannot change on reload")
-        // Every customer is about to change: captures in progress take their states first.
-        completeCaptures()
-        let oldSegs = config.segments.segments
+        reconfigure(new, policy: policy, impact: reloadImpact(new), emit: emit)
+    }
+
+    /// Maps old membership bits to the new segments' bits by segment name.
+    private func membershipRemap(to new: EngineConfig) -> (UInt64) -> UInt64 {
         let newSegs = new.segments.segments
         var map: [(UInt64, UInt64)] = []
-        for (i, s) in oldSegs.enumerated() {
+        for (i, s) in config.segments.segments.enumerated() {
             if let j = newSegs.firstIndex(where: { $0.name == s.name }) { map.append((1 << UInt64(i), 1 << UInt64(j))) }
         }
-        func remap(_ bits: UInt64) -> UInt64 {
+        return { bits in
             var out: UInt64 = 0
             for (a, b) in map where bits & a != 0 { out |= b }
             return out
         }
-        // Dry run: how many customers each segment would gain and lose.
+    }
+
+    /// The dry run of a reload: how many customers each new segment would gain and lose, and how
+    /// many each removed segment holds. Nothing changes. A daemon that splits its partitions over
+    /// several engines sums the impacts (`ReloadImpact.adding`) so that a `cap` is decided over
+    /// every customer it holds, then passes the sum to `reconfigure(_:policy:impact:emit:)`.
+    public func reloadImpact(_ new: EngineConfig) -> ReloadImpact {
+        let oldSegs = config.segments.segments
+        let newSegs = new.segments.segments
+        let remap = membershipRemap(to: new)
         var entering = [Int](repeating: 0, count: newSegs.count), exiting = entering
         var removedMembers = [Int](repeating: 0, count: oldSegs.count)
         for ps in partitions.values {
@@ -635,6 +650,23 @@ public final class Engine {
                 }
             }
         }
+        return ReloadImpact(entering: entering, exiting: exiting, removedMembers: removedMembers)
+    }
+
+    /// `reconfigure(_:policy:emit:)` with the dry run's counts given (summed over every engine
+    /// of the process): `policy` decides on them, and the report states them.
+    public func reconfigure(_ new: EngineConfig, policy: ReloadPolicy, impact: ReloadImpact,
+                            emit: (EngineOutput) -> Void) -> ReconfigureReport {
+        precondition(new.aggregates == config.aggregates && new.segments.models == config.segments.models,
+                     "aggregates and models cannot change on reload")
+        let oldSegs = config.segments.segments
+        let newSegs = new.segments.segments
+        precondition(impact.entering.count == newSegs.count && impact.removedMembers.count == oldSegs.count,
+                     "the impact was computed for another configuration")
+        // Every customer is about to change: captures in progress take their states first.
+        completeCaptures()
+        let remap = membershipRemap(to: new)
+        let (entering, exiting, removedMembers) = (impact.entering, impact.exiting, impact.removedMembers)
         // Which segments publish their reload transitions.
         var loud: UInt64 = 0
         for j in newSegs.indices {
@@ -799,6 +831,21 @@ public enum ReloadPolicy: Sendable, Equatable {
     /// Publish a segment's transitions only when at most this many customers enter or leave it;
     /// larger changes are applied silently (a rule typo cannot message the whole base).
     case cap(Int)
+}
+
+/// The dry run of a reload over the customers of one engine (`Engine.reloadImpact`).
+public struct ReloadImpact: Sendable, Equatable {
+    /// Per new segment: customers who would enter and leave it.
+    public var entering: [Int]
+    public var exiting: [Int]
+    /// Per old segment: its members (only counted for segments the reload removes).
+    public var removedMembers: [Int]
+
+    /// The impact over the customers of both (two engines holding different partitions).
+    public func adding(_ o: ReloadImpact) -> ReloadImpact {
+        ReloadImpact(entering: zip(entering, o.entering).map(+), exiting: zip(exiting, o.exiting).map(+),
+                     removedMembers: zip(removedMembers, o.removedMembers).map(+))
+    }
 }
 
 /// The blast radius of a reload: per segment, how many customers enter and leave.
