@@ -134,17 +134,19 @@ SEGMENTS = {
 }
 
 
-def tidepool_config(path, bootstrap, state, port):
+def tidepool_config(path, bootstrap, state, port, threads="auto", group="bench-tidepool"):
     segs = "\n".join(f'  {k}: "{v}"' for k, v in SEGMENTS.items())
     path.write_text(f"""
 kafka:
   bootstrap_servers: "{bootstrap}"
-  group_id: bench-tidepool
+  group_id: {group}
   input_topics: [{TOPIC}]
   consumer:
     session.timeout.ms: "6000"
 state:
   path: "{state}"
+processing:
+  threads: {threads}
 time:
   idle_advance: false
 http:
@@ -191,14 +193,18 @@ def scrape(port):
             members["__stall_max_s"] = float(l.rsplit(" ", 1)[1])
         elif l.startswith("tidepool_checkpoints_total"):
             members["__checkpoints"] = int(float(l.rsplit(" ", 1)[1]))
+        elif l.startswith('tidepool_thread_events_total{thread="'):
+            members.setdefault("__threads", []).append(int(float(l.rsplit(" ", 1)[1])))
     return events, members
 
 
-def run_tidepool(bootstrap, events, tmp):
+def run_tidepool(bootstrap, events, tmp, threads):
+    """Consumes the preloaded topic from its start in a consumer group of its own, with
+    `processing.threads` = threads; returns (events/s, {segment: members, __...: figures})."""
     import socket
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-    cfg = tmp / "tidepool.yaml"
-    tidepool_config(cfg, bootstrap, tmp / "state.sqlite", port)
+    cfg = tmp / f"tidepool-{threads}.yaml"
+    tidepool_config(cfg, bootstrap, tmp / f"state-{threads}.sqlite", port, threads=threads, group=f"bench-tidepool-{threads}")
     log = open(tmp / "tidepool.log", "w")
     proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     first_at = None
@@ -365,11 +371,22 @@ def main():
             tmp = pathlib.Path(d)
             rate, expected = produce(bootstrap, a.events, a.customers)
             line("produce (confluent-kafka, Python)", rate, "events/s", f"{a.events} events, {a.partitions} partitions")
-            tp, tp_members = run_tidepool(bootstrap, a.events, tmp)
-            line("tidepool end to end (1 pipeline thread)", tp, "events/s",
+            # One processing thread (one core's worth of engine work), then one per core (the
+            # daemon's default, processing.threads: auto): the same events, each run in a
+            # consumer group of its own.
+            tp1, tp1_members = run_tidepool(bootstrap, a.events, tmp, 1)
+            line("tidepool end to end, 1 processing thread", tp1, "events/s",
                  f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, checkpoints on")
+            tp, tp_members = run_tidepool(bootstrap, a.events, tmp, "auto")
+            per_thread = tp_members.pop("__threads", [])
+            line(f"tidepool end to end, whole machine", tp, "events/s",
+                 f"processing.threads auto = {len(per_thread)}; events applied per thread {per_thread}")
             line("  longest checkpoint stall in that run", tp_members.pop("__stall_max_s", float("nan")) * 1000, "ms",
                  f"{tp_members.pop('__checkpoints', 0)} checkpoints (tidepool_checkpoint_stall_seconds, max)")
+            for k in [k for k in tp1_members if k.startswith("__")]: tp1_members.pop(k)
+            if tp1_members != tp_members:
+                print(f"MISMATCH: segment members with 1 thread {tp1_members} and with {len(per_thread)} {tp_members}", flush=True)
+                ok = False
             if not a.no_latency:
                 # The latency workload's own maximum first: every event is a new customer whose
                 # first purchase fires a trigger, produced live while the daemon runs (the drain
@@ -395,7 +412,8 @@ def main():
             peer, peer_members, flips, out_records = run_peer(bootstrap, a.events, tmp)
             line("quix streams peer", peer, "events/s",
                  f"{a.events} events, 2 segment rules, metadata-only topic inspection, {flips:,} flips -> {out_records:,} output records")
-            print(f"{'tidepool / peer':<44}{tp / peer:>14.2f} x", flush=True)
+            print(f"{'tidepool / peer, whole machine':<44}{tp / peer:>14.2f} x", flush=True)
+            print(f"{'tidepool / peer, 1 processing thread':<44}{tp1 / peer:>14.2f} x", flush=True)
             for rule in ("repeat_buyer", "big_spender"):
                 ok &= check(rule, expected[rule], tp_members.get(rule, -1), peer_members[rule])
             if out_records != flips:
