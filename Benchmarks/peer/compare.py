@@ -226,6 +226,20 @@ def run_tidepool(bootstrap, events, tmp, threads):
         log.close()
 
 
+def run_consume_only(bootstrap, events, decode):
+    """The daemon's input path alone (tidepool-latency --consume-only): the same consumer and
+    settings, every record touched (and decoded), nothing applied or produced. Returns
+    (events/s, client CPU seconds), or None without the client."""
+    if not os.access(LATENCY_BIN, os.X_OK):
+        return None
+    args = [LATENCY_BIN, "--bootstrap", bootstrap, "--topic", TOPIC, "--consume-only", str(events)] + (["--decode"] if decode else [])
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"tidepool-latency --consume-only failed: {out.stderr[-1000:]}")
+    f = dict(kv.split("=", 1) for kv in out.stdout.split())
+    return float(f["per_s"]), float(f["client_cpu_s"])
+
+
 def run_latency(bootstrap, rate, seconds, tmp, live, fetch_wait_ms=5):
     """Paced load: `rate` first purchases per second (each fires the built-in first-purchase
     trigger, fired_at = the event's timestamp = its produce time) for `seconds`. Latency = when the
@@ -383,6 +397,15 @@ def main():
                  f"processing.threads auto = {len(per_thread)}; events applied per thread {per_thread}")
             line("  longest checkpoint stall in that run", tp_members.pop("__stall_max_s", float("nan")) * 1000, "ms",
                  f"{tp_members.pop('__checkpoints', 0)} checkpoints (tidepool_checkpoint_stall_seconds, max)")
+            # What the input path alone reaches on this machine and broker: the ceiling of the
+            # end-to-end figures above.
+            for decode in (False, True):
+                r = run_consume_only(bootstrap, a.events, decode)
+                if r is None:
+                    print(f"  (no {LATENCY_BIN}: input-path ceiling not measured)", flush=True)
+                    break
+                line(f"  input path alone: consume{' + decode' if decode else ''}", r[0], "events/s",
+                     f"same consumer and settings, nothing applied or produced; client CPU {r[1]:.2f} s")
             for k in [k for k in tp1_members if k.startswith("__")]: tp1_members.pop(k)
             if tp1_members != tp_members:
                 print(f"MISMATCH: segment members with 1 thread {tp1_members} and with {len(per_thread)} {tp_members}", flush=True)

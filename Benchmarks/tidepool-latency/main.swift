@@ -12,6 +12,15 @@
 //   that maximum for this workload with its producer and reader on the machine) and this
 //   process's own CPU time.
 //
+//   tidepool-latency --bootstrap HOST:PORT --topic T --consume-only N [--decode]
+//
+// The second form is the ceiling of the daemon's input path: it consumes the topic from its
+// start in a consumer group of its own, through the same `KafkaConsumer` and librdkafka settings
+// as the daemon (batch polls of 10,000, the same prefetch), touching every record (and with
+// `--decode`, decoding it with the daemon's `TouchpointDecoder`), until N records were read; it
+// prints the rate from the first record to the N-th and its own CPU time. Nothing is applied or
+// produced, so whatever the daemon does beyond this costs on top of it.
+//
 // Why not the Python client the peer uses: at the rate the figure needs (half of Tidepool's
 // maximum, ~115k events/s) a confluent-kafka producer loop managed ~73k events/s on this 2-core
 // machine and its reader another large share of a core, taking the cores from the daemon and the
@@ -34,6 +43,9 @@ struct Options {
     /// broker hands a consumer about one such batch per partition per fetch: the daemon could
     /// not read more than ~38k events/s however idle the machine was (48% idle, perf).
     var lingerMs = 5
+    /// Consume this many records and report the rate (nothing produced; see the header).
+    var consumeOnly = 0
+    var decode = false
 
     init(_ args: [String]) {
         var i = 1
@@ -52,11 +64,13 @@ struct Options {
             case "--drain-seconds": drainSeconds = Int(value()) ?? 0
             case "--series": series = true
             case "--linger-ms": lingerMs = Int(value()) ?? 5
+            case "--consume-only": consumeOnly = Int(value()) ?? 0
+            case "--decode": decode = true
             default: fail("unknown argument \(args[i])")
             }
             i += 1
         }
-        if bootstrap.isEmpty || topic.isEmpty || rate <= 0 || seconds <= 0 {
+        if bootstrap.isEmpty || topic.isEmpty || (consumeOnly <= 0 && (rate <= 0 || seconds <= 0)) {
             fail("usage: tidepool-latency --bootstrap HOST:PORT --topic T --rate N --seconds S [--triggers T] [--drain-seconds S]")
         }
     }
@@ -109,9 +123,50 @@ func percentile(_ sorted: [Int64], _ p: Double) -> Int64 {
     sorted.isEmpty ? -1 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
 }
 
+func cpuSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
 let o = Options(CommandLine.arguments)
 let prefix = "live-\(o.rate)-\(wallMs())-"
 let listener = NoRebalanceWork()
+
+if o.consumeOnly > 0 {
+    let consumer: KafkaConsumer
+    do {
+        consumer = try KafkaConsumer(properties: [
+            "bootstrap.servers": o.bootstrap, "group.id": "consume-only-\(wallMs())", "enable.auto.commit": "false",
+        ], listener: listener)
+        try consumer.subscribe([o.topic])
+    } catch { fail("consumer: \(error)") }
+    let decoder = TouchpointDecoder(limits: DecoderLimits())
+    var n = 0, invalid = 0, checksum = 0
+    var firstUs: Int64 = 0, lastUs: Int64 = 0
+    let deadline = wallMs() + 600_000
+    while n < o.consumeOnly && wallMs() < deadline {
+        consumer.poll(timeoutMs: 100) { m in
+            guard m.error == nil else { return }
+            if n == 0 { firstUs = wallUs() }
+            n += 1
+            if o.decode {
+                do {
+                    let e = try decoder.decode(m.value, key: m.key.map { .bytes($0) } ?? .none, nowMs: wallMs())
+                    checksum &+= Int(truncatingIfNeeded: e.timestampMs)
+                } catch { invalid += 1 }
+            } else {
+                checksum &+= Int(m.value.first ?? 0) &+ m.value.count
+            }
+        }
+        lastUs = wallUs()
+    }
+    consumer.close()
+    let rate = n > 1 ? Double(n - 1) / (Double(lastUs - firstUs) / 1e6) : 0
+    print("consumed=\(n) per_s=\(Int(rate)) decoded=\(o.decode) invalid=\(invalid) checksum=\(checksum)"
+          + " client_cpu_s=\(String(format: "%.2f", cpuSeconds()))")
+    exit(n >= o.consumeOnly ? 0 : 1)
+}
 let reader: KafkaConsumer
 do {
     reader = try KafkaConsumer(properties: [
@@ -218,9 +273,7 @@ while true {
     if done && (total.count >= n || wallMs() - max(lastRead, doneAt()) > Int64(o.drainSeconds) * 1000) { break }
 }
 reader.close()
-var usage = rusage()
-getrusage(RUSAGE_SELF.rawValue, &usage)
-let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+let cpu = cpuSeconds()
 total.sort(); inDaemon.sort(); afterEmit.sort()
 for (second, l) in bySecond.sorted(by: { $0.key < $1.key }) {
     let sorted = l.sorted()
