@@ -198,13 +198,15 @@ def scrape(port):
     return events, members
 
 
-def run_tidepool(bootstrap, events, tmp, threads):
-    """Consumes the preloaded topic from its start in a consumer group of its own, with
-    `processing.threads` = threads; returns (events/s, {segment: members, __...: figures})."""
+def run_tidepool(bootstrap, events, tmp, threads, tag=""):
+    """Consumes the preloaded topic from its start in a consumer group of its own (and a fresh
+    state file; `tag` tells repeated runs apart), with `processing.threads` = threads; returns
+    (events/s, {segment: members, __...: figures})."""
     import socket
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-    cfg = tmp / f"tidepool-{threads}.yaml"
-    tidepool_config(cfg, bootstrap, tmp / f"state-{threads}.sqlite", port, threads=threads, group=f"bench-tidepool-{threads}")
+    name = f"{threads}{tag}"
+    cfg = tmp / f"tidepool-{name}.yaml"
+    tidepool_config(cfg, bootstrap, tmp / f"state-{name}.sqlite", port, threads=threads, group=f"bench-tidepool-{name}")
     log = open(tmp / "tidepool.log", "w")
     proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     first_at = None
