@@ -82,6 +82,12 @@ final class EngineShardsTests: XCTestCase {
             var timedOut = false
             workers.run { k in
                 calls.add(k)
+                if round == 0 && k > 0 {
+                    // Named for `top -H` from its first run (see `nameCurrentThread`).
+                    var buf = [CChar](repeating: 0, count: 16)
+                    pthread_getname_np(pthread_self(), &buf, buf.count)
+                    calls.name(k, String(cString: buf))
+                }
                 if k == 0 {
                     for _ in 0..<2 where met.wait(timeout: .now() + 10) == .timedOut { timedOut = true }
                 } else {
@@ -91,12 +97,16 @@ final class EngineShardsTests: XCTestCase {
             XCTAssertFalse(timedOut, "round \(round)")
         }
         XCTAssertEqual(calls.counts, [50, 50, 50])
+        XCTAssertEqual(calls.names, [1: "tp-shard-1", 2: "tp-shard-2"])
     }
 
     private final class Calls: @unchecked Sendable {
         private let lock = NSLock()
         private var byShard = [0, 0, 0]
+        private var threadNames: [Int: String] = [:]
         func add(_ k: Int) { lock.lock(); byShard[k] += 1; lock.unlock() }
+        func name(_ k: Int, _ n: String) { lock.lock(); threadNames[k] = n; lock.unlock() }
+        var names: [Int: String] { lock.lock(); defer { lock.unlock() }; return threadNames }
         var counts: [Int] { lock.lock(); defer { lock.unlock() }; return byShard }
     }
 }

@@ -15,7 +15,7 @@ public final class PipelineThread: Sendable {
     public func start() {
         let t = Thread { [self] in
             // Named from inside: on Linux a name set before start does not reach the thread.
-            Thread.current.name = "tp-pipeline"  // `top -H`, `ps -L` (15 bytes at most)
+            nameCurrentThread("tp-pipeline")  // `top -H`, `ps -L` (15 bytes at most)
             runOnCurrentThread()
         }
         t.stackSize = 8 << 20

@@ -27,7 +27,7 @@ final class ShardWorkers: @unchecked Sendable {
         for (i, w) in workers.enumerated() {
             let shard = i + 1
             let thread = Thread {
-                Thread.current.name = "\(name)-\(shard)"  // what `top -H` shows
+                nameCurrentThread("\(name)-\(shard)")  // what `top -H` shows
                 while true {
                     w.start.wait()
                     if w.stopping { return }

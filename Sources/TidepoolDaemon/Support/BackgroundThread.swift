@@ -32,7 +32,7 @@ final class BackgroundThread: @unchecked Sendable {
             // PRIO_PROCESS with 0 names the calling thread on Linux (the nice value is per thread).
             // Failure leaves it at normal priority: slower processing under load, nothing wrong.
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
-            Thread.current.name = name  // what `top -H` and `ps -L` show (15 bytes at most)
+            nameCurrentThread(name)  // what `top -H` and `ps -L` show (15 bytes at most)
             while true {
                 state.cond.lock()
                 while state.jobs.isEmpty && !state.stopping { state.cond.wait() }
