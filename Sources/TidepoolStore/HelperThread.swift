@@ -25,9 +25,7 @@ enum HelperThread {
                                        consume: (Buffer) throws -> Void) throws {
         let shared = Handover(buffers, UncheckedBox(produce))
         let helper = Thread {
-            // Set on the OS thread directly: Foundation applies `Thread.name` only once the parent
-            // has recorded the thread, which can be after this line runs.
-            _ = pthread_setname_np(pthread_self(), "tidepool-helper")
+            nameCurrentThread("tidepool-helper")
             var i = 0
             while true {
                 let slot = i & 1

@@ -84,9 +84,8 @@ final class EngineShardsTests: XCTestCase {
                 calls.add(k)
                 if round == 0 && k > 0 {
                     // Named for `top -H` from its first run (see `nameCurrentThread`).
-                    var buf = [CChar](repeating: 0, count: 16)
-                    pthread_getname_np(pthread_self(), &buf, buf.count)
-                    calls.name(k, String(cString: buf))
+                    let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+                    calls.name(k, comm.trimmingCharacters(in: .whitespacesAndNewlines))
                 }
                 if k == 0 {
                     for _ in 0..<2 where met.wait(timeout: .now() + 10) == .timedOut { timedOut = true }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TidepoolStore
 
 /// Runs a `Pipeline` on a dedicated thread (librdkafka calls block), or on the calling thread
 /// (`runOnCurrentThread`), and hands back its result.

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import TidepoolStore
 
 /// Fork and join over the shards (`EngineShards`): `run` calls its body once per shard, shard 0
 /// on the calling thread and each other shard on a thread of its own, and returns when every call

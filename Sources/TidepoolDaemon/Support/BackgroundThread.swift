@@ -1,4 +1,5 @@
 import Foundation
+import TidepoolStore
 
 /// A thread of its own for background work (the checkpoint writes), at a lower CPU priority than
 /// processing: closures submitted with `async` run on it one at a time, in order.
