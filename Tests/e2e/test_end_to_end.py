@@ -533,11 +533,13 @@ http:
 """
 
 
-def crash_config(path, bootstrap, state, group, trigger_topic):
+def crash_config(path, bootstrap, state, group, trigger_topic, threads=1):
     path.write_text(f"""
 state:
   path: "{state}"
   checkpoint_interval: 300ms
+processing:
+  threads: {threads}
 kafka:
   bootstrap_servers: "{bootstrap}"
   group_id: {group}
@@ -577,17 +579,19 @@ def test_sigkill_twenty_times_loses_nothing_and_duplicates_nothing(broker, tmp_p
     """The daemon is killed with SIGKILL at 20 random points while input keeps arriving. After the
     last restart its final per-customer state equals an uninterrupted run's, every trigger id of
     that run is on the topic, and none appears twice (replays re-create triggers with the same ids;
-    those already on the topic are skipped after reading it back from the checkpoint's offsets)."""
+    those already on the topic are skipped after reading it back from the checkpoint's offsets).
+    Each restart applies events on 1, 2 or 3 threads (`processing.threads`), the reference on one:
+    a partition's state moves between engines at every restart and must not change."""
     import random
     rng = random.Random(7)
     config = tmp_path / "crash.yaml"
-    crash_config(config, broker, tmp_path / "crash.sqlite", "crash-group", "crash.triggers")
     log = open(tmp_path / "crash.log", "a")
     produced = 0
     for i in range(20):
         chunk = crash_chunk(i)
         produce(broker, chunk)
         produced += len(chunk)
+        crash_config(config, broker, tmp_path / "crash.sqlite", "crash-group", "crash.triggers", threads=1 + i % 3)
         proc = subprocess.Popen([BIN, "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
         # Wait until it has joined the group and started processing, then kill it at a random point.
         deadline = time.time() + 30
@@ -599,6 +603,7 @@ def test_sigkill_twenty_times_loses_nothing_and_duplicates_nothing(broker, tmp_p
         log.write("RUN-END\n")
         log.flush()
     # The last run goes to the end and stops gracefully.
+    crash_config(config, broker, tmp_path / "crash.sqlite", "crash-group", "crash.triggers", threads=2)
     daemon = Daemon(config, tmp_path / "crash.log")
     daemon.start()
     wait_committed_to_end_for(broker, "crash-group", produced)
