@@ -37,9 +37,10 @@ let args = CommandLine.arguments
 let n = args.count > 1 ? Int(args[1]) ?? 2_000_000 : 2_000_000
 /// `BENCH_ONLY=engine`: only the 1M-customer replay (section 4), for profiling it alone;
 /// `BENCH_ONLY=checkpoint`: the replay, then straight to the checkpoint figures (section 5);
-/// `BENCH_ONLY=campaigns`: only the replay with the three example campaigns (section 4b).
+/// `BENCH_ONLY=campaigns`: only the replay with the three example campaigns (section 4b);
+/// `BENCH_ONLY=threads`: the replay, then one engine on one thread against two on two (4c).
 let only = ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? ""
-let engineOnly = only == "engine" || only == "checkpoint" || only == "campaigns"
+let engineOnly = only == "engine" || only == "checkpoint" || only == "campaigns" || only == "threads"
 
 // The reference event: a purchase of ~150 bytes, as producers send it.
 let distinct = 10_000
@@ -213,23 +214,31 @@ let enginePartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition
 let engineNow = baseTime + 61 * 86_400_000
 var replayBatch: [TouchpointEvent] = []
 replayBatch.reserveCapacity(runLength)
+/// Decodes the inputs of `run` (one partition's) into `batch`.
+func decodeRun(_ run: [Int], into batch: inout [TouchpointEvent]) {
+    batch.removeAll(keepingCapacity: true)
+    for k in run {
+        let input = engineInputs[k]
+        input.0.withUnsafeBytes { p in
+            input.1.withUnsafeBytes { kb in
+                if let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) { batch.append(e) }
+            }
+        }
+    }
+}
 /// Decodes `runs` and applies them to `engine`, each run at once (`batched`) or one event at a
 /// time; returns the nanoseconds it took.
 func replay(_ runs: ArraySlice<[Int]>, _ engine: Engine, batched: Bool, _ on: (EngineOutput) -> Void) -> UInt64 {
     let t0 = nowNs()
     for run in runs {
-        replayBatch.removeAll(keepingCapacity: true)
-        for k in run {
-            let input = engineInputs[k]
-            input.0.withUnsafeBytes { p in
-                input.1.withUnsafeBytes { kb in
-                    guard let e = try? decoder.decode(p, key: .bytes(kb), nowMs: engineNow) else { return }
-                    // Partition by customer, as Kafka's key partitioning does.
-                    if batched { replayBatch.append(e) } else { engine.apply(e, partition: enginePartitions[input.2], emit: on) }
-                }
-            }
+        decodeRun(run, into: &replayBatch)
+        // Partition by customer, as Kafka's key partitioning does.
+        let p = enginePartitions[engineInputs[run[0]].2]
+        if batched {
+            engine.apply(replayBatch, partition: p, emit: on)
+        } else {
+            for e in replayBatch { engine.apply(e, partition: p, emit: on) }
         }
-        if batched { engine.apply(replayBatch, partition: enginePartitions[engineInputs[run[0]].2], emit: on) }
     }
     return nowNs() - t0
 }
@@ -282,6 +291,44 @@ if only == "engine" || only == "" {
     print(String(format: "%@%14.2f x", "batched apply speed-up (B / A, same run)".padding(toLength: 44, withPad: " ", startingAt: 0), singleSeconds / batchedSeconds))
 }
 if only == "engine" { exit(0) }
+
+// 4c. The same replay with the partitions split over two engines on two threads, as the daemon
+// does with `processing.threads: 2`: partitions 0-3 in one engine, 4-7 in the other; each block
+// of 64 runs (~4k events, a poll's worth) is decoded and applied by both threads at once and
+// joined. Blocks alternate with one engine on one thread (batched, as B above), so both see the
+// same machine. The engine alone: no broker or librdkafka threads compete for the cores here, as
+// they do in the end-to-end figure.
+if only == "" || only == "threads" {
+    let one = freshEngine()
+    let two = [freshEngine(), freshEngine()]
+    var nsOne: UInt64 = 0, nsTwo: UInt64 = 0
+    var next = 0
+    while next < engineRuns.count {
+        let block = engineRuns[next..<min(next + 64, engineRuns.count)]
+        next += 64
+        nsOne += replay(block, one, batched: true) { _ in }
+        let t0 = nowNs()
+        // Two iterations on the pool's threads: enough for a figure (the daemon keeps a thread per
+        // engine, `ShardWorkers`).
+        DispatchQueue.concurrentPerform(iterations: 2) { k in
+            var batch: [TouchpointEvent] = []
+            for run in block where (engineInputs[run[0]].2 < 4) == (k == 0) {
+                decodeRun(run, into: &batch)
+                two[k].apply(batch, partition: enginePartitions[engineInputs[run[0]].2]) { _ in }
+            }
+        }
+        nsTwo += nowNs() - t0
+    }
+    let oneSeconds = Double(nsOne) / 1e9, twoSeconds = Double(nsTwo) / 1e9
+    let splitTransitions = transitionCount(two[0]) + transitionCount(two[1])
+    line("decode + engine, 1 engine on 1 thread", Double(engineEvents) / oneSeconds, "events/s",
+         "\(engineEvents) events, \(one.customerCount) customers, alternating in blocks of 64 runs")
+    line("decode + engine, 2 engines on 2 threads", Double(engineEvents) / twoSeconds, "events/s",
+         "\(two[0].customerCount) + \(two[1].customerCount) customers, \(splitTransitions) transitions"
+         + (splitTransitions == transitionCount(one) ? "" : " MISMATCH"))
+    print(String(format: "%@%14.2f x", "two threads / one (same run)".padding(toLength: 44, withPad: " ", startingAt: 0), oneSeconds / twoSeconds))
+}
+if only == "threads" { exit(0) }
 if only != "checkpoint" {
 if only != "campaigns" {
 var fired: Int64 = 0
