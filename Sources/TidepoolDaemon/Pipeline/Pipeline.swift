@@ -361,9 +361,13 @@ public final class Pipeline: RebalanceListener {
     /// Outputs of the shards applied on other threads, produced from this one after the join.
     private final class OutputBuffer: @unchecked Sendable { var outputs: [EngineOutput] = [] }
     private let shardOutputs: [OutputBuffer]
-    /// Below this many events a poll is applied on this thread alone: waking the other threads
-    /// costs more than it saves.
-    private static let parallelMinimum = 256
+    /// Below this many events (~7 ms of engine work) a poll is applied on this thread alone.
+    /// Forking pays off when catching up (polls of up to `processing.batch_size` records); under
+    /// live load a poll holds a few hundred events, and a fork makes each of them wait for the
+    /// slowest thread to be scheduled: at 48k events/s on this 2-core machine, with a threshold of
+    /// 256, the p99 event-to-trigger latency was 52-75 ms with two threads against 34-90 ms
+    /// with one (three pairs), no gain for the risk.
+    private static let parallelMinimum = 2048
 
     /// Applies the events of this poll and produces what they caused. With more than one shard and
     /// enough events, each shard's runs are applied on its own thread at once; shard 0's outputs
