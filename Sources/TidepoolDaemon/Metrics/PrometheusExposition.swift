@@ -59,6 +59,8 @@ public enum PrometheusExposition {
         for (i, n) in c.threadEvents.enumerated() { w.sample("tidepool_thread_events_total", [("thread", String(i))], Double(n)) }
         w.family("tidepool_parallel_polls_total", "counter", "Polls whose events were applied on several processing threads at once")
         w.sample("tidepool_parallel_polls_total", [], Double(c.parallelPolls))
+        w.family("tidepool_rebuild_records_total", "counter", "Records replayed to rebuild the state of partitions this member had no state for, below the group's committed offset (applied; their triggers and dead letters were produced by the member that processed them)")
+        w.sample("tidepool_rebuild_records_total", [], Double(c.rebuildRecords))
         w.family("tidepool_triggers_produced_total", "counter", "Triggers produced on the trigger topic")
         w.sample("tidepool_triggers_produced_total", [], Double(c.triggersProduced))
         w.family("tidepool_triggers_deduplicated_total", "counter", "Triggers re-created by a replay after a crash and found already on the trigger topic (not produced again)")

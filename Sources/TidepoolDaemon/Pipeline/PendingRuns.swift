@@ -8,6 +8,9 @@ import TidepoolEngine
 final class PendingRuns: @unchecked Sendable {
     struct Run {
         var partition: PartitionID
+        /// Records the group had already processed before this member rebuilt the partition's
+        /// state from the input (`Pipeline.rebuilding`): applied, their outputs dropped.
+        var silent: Bool
         /// The run is `events[start ..< end]` of its shard.
         var start: Int
         var end: Int
@@ -23,20 +26,21 @@ final class PendingRuns: @unchecked Sendable {
         runs = [[Run]](repeating: [], count: shards)
     }
 
-    func append(_ e: TouchpointEvent, shard k: Int, partition p: PartitionID) {
+    func append(_ e: TouchpointEvent, shard k: Int, partition p: PartitionID, silent: Bool = false) {
         let n = events[k].count
-        if let last = runs[k].last, last.partition == p, last.end - last.start < Self.maxRun {
+        if let last = runs[k].last, last.partition == p, last.silent == silent, last.end - last.start < Self.maxRun {
             runs[k][runs[k].count - 1].end = n + 1
         } else {
-            runs[k].append(Run(partition: p, start: n, end: n + 1))
+            runs[k].append(Run(partition: p, silent: silent, start: n, end: n + 1))
         }
         events[k].append(e)
         total += 1
     }
 
-    /// Calls `body` with each run of shard `k`, in order.
-    func forEachRun(shard k: Int, _ body: (PartitionID, ArraySlice<TouchpointEvent>) -> Void) {
-        for r in runs[k] { body(r.partition, events[k][r.start..<r.end]) }
+    /// Calls `body` with each run of shard `k`, in order: its partition, whether it is silent,
+    /// its events.
+    func forEachRun(shard k: Int, _ body: (PartitionID, Bool, ArraySlice<TouchpointEvent>) -> Void) {
+        for r in runs[k] { body(r.partition, r.silent, events[k][r.start..<r.end]) }
     }
 
     /// Events pending for shard `k`.

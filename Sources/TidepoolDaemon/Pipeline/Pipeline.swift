@@ -305,6 +305,14 @@ public final class Pipeline: RebalanceListener {
     private var runPartitionID = PartitionID(topic: "", partition: -1)
     /// Partitions at the end of the log with no record since.
     private var idle: Set<PartitionID> = []
+    /// Partitions whose state this member did not have when it was assigned them while the group
+    /// had processed records of them: their state is rebuilt from the input's earliest retained
+    /// offset, and records before the group's committed offset (the value) are applied without
+    /// producing anything, since the member that processed them produced their triggers and dead
+    /// letters. No offset is stored and no checkpoint taken for them until the rebuild reaches it.
+    private var rebuilding: [PartitionID: Int64] = [:]
+    /// The committed offset the current run's partition is being rebuilt to (-1: none).
+    private var runSilentUntil: Int64 = -1
 
     @inline(__always)
     private func handle(_ msg: KafkaMessage, nowMs: Int64) {
@@ -320,6 +328,7 @@ public final class Pipeline: RebalanceListener {
                 partitionIDs[key] = runPartitionID
             }
             runShard = shards.shard(of: runPartitionID)
+            runSilentUntil = rebuilding.isEmpty ? -1 : rebuilding[runPartitionID] ?? -1
         }
         if let err = msg.error {
             if msg.isPartitionEOF {
@@ -332,15 +341,28 @@ public final class Pipeline: RebalanceListener {
             return
         }
         if !idle.isEmpty { idle.remove(runPartitionID) }
+        var silent = false
+        if runSilentUntil >= 0 {
+            if msg.offset < runSilentUntil {
+                silent = true
+                counters.rebuildRecords += 1
+            } else {
+                rebuilding[runPartitionID] = nil
+                runSilentUntil = -1
+                logger.notice("partition state rebuilt from the input; producing from here on",
+                              metadata: ["partition": "\(runPartitionID)", "offset": "\(msg.offset)"])
+            }
+        }
         let keyCheck: KeyCheck = msg.key.map { .bytes($0) } ?? .none
         do throws(DecodeFailure) {
             if msg.valueIsNull { throw DecodeFailure(.invalidJSON, "record has a null value") }
             let event = try decoder.decode(msg.value, key: keyCheck, nowMs: nowMs)
             counters.eventsByType[Int(event.type.rawValue)] += 1
-            pending.append(event, shard: runShard, partition: runPartitionID)
+            pending.append(event, shard: runShard, partition: runPartitionID, silent: silent)
             pendingNowMs = nowMs
         } catch {
-            deadLetter(msg, error)
+            // A record rejected while rebuilding was dead-lettered by the member that processed it.
+            if !silent { deadLetter(msg, error) }
         }
         runNext = msg.offset + 1
     }
@@ -384,7 +406,9 @@ public final class Pipeline: RebalanceListener {
         if shards.count == 1 || runs.total < Self.parallelMinimum {
             counters.threadEvents[0] += Int64(runs.total)
             for k in engines.indices {
-                runs.forEachRun(shard: k) { p, events in engines[k].apply(events, partition: p) { route($0, nowMs: now) } }
+                runs.forEachRun(shard: k) { p, silent, events in
+                    if silent { engines[k].apply(events, partition: p) { _ in } } else { engines[k].apply(events, partition: p) { route($0, nowMs: now) } }
+                }
             }
         } else {
             let buffers = shardOutputs
@@ -392,10 +416,14 @@ public final class Pipeline: RebalanceListener {
             for k in engines.indices { counters.threadEvents[k] += Int64(runs.count(shard: k)) }
             workers.run { k in
                 if k == 0 {
-                    runs.forEachRun(shard: 0) { p, events in engines[0].apply(events, partition: p) { self.route($0, nowMs: now) } }
+                    runs.forEachRun(shard: 0) { p, silent, events in
+                        if silent { engines[0].apply(events, partition: p) { _ in } } else { engines[0].apply(events, partition: p) { self.route($0, nowMs: now) } }
+                    }
                 } else {
                     let out = buffers[k]
-                    runs.forEachRun(shard: k) { p, events in engines[k].apply(events, partition: p) { out.outputs.append($0) } }
+                    runs.forEachRun(shard: k) { p, silent, events in
+                        if silent { engines[k].apply(events, partition: p) { _ in } } else { engines[k].apply(events, partition: p) { out.outputs.append($0) } }
+                    }
                 }
             }
             for out in buffers.dropFirst() where !out.outputs.isEmpty {
@@ -407,7 +435,11 @@ public final class Pipeline: RebalanceListener {
 
     private func endRun() {
         guard runNext >= 0 else { return }
-        tracker.processed(topic: runTopic, partition: runPartition, offset: runNext - 1)
+        // While rebuilding, no offset is stored: the group's committed offset stays where the
+        // member that processed those records left it (a crash restarts the rebuild).
+        if runSilentUntil < 0 || runNext > runSilentUntil {
+            tracker.processed(topic: runTopic, partition: runPartition, offset: runNext - 1)
+        }
         let name = runPartitionID.description
         counters.positions[name] = runNext
         nextOffsets[runPartitionID] = runNext
@@ -555,7 +587,7 @@ public final class Pipeline: RebalanceListener {
         lastCheckpointNs = started
         var capturing: [PartitionID] = []
         var offsets: [PartitionID: Int64] = [:]
-        for p in shards.partitions {
+        for p in shards.partitions where rebuilding[p] == nil {
             guard shards.engine(for: p)?.beginCheckpoint(p) == true else { continue }
             capturing.append(p)
             if let next = nextOffsets[p] { offsets[p] = next }
@@ -642,7 +674,7 @@ public final class Pipeline: RebalanceListener {
             complete(&st)
             snapshots = st.snapshots
         }
-        for p in shards.partitions {
+        for p in shards.partitions where rebuilding[p] == nil {
             guard let s = shards.engine(for: p)?.takeCheckpoint(p) else { continue }
             if let next = nextOffsets[p] { snapshots.append((s, nextOffset: next)) }
         }
@@ -740,15 +772,18 @@ public final class Pipeline: RebalanceListener {
 
     public func partitionsAssigned(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) -> [TopicPartitionOffset]? {
         var seeks: [TopicPartitionOffset] = []
+        var stateless: [Int] = []  // indices into `seeks` of partitions restored from nothing
         for tp in partitions {
             let p = PartitionID(topic: tp.topic, partition: tp.partition)
             let engine = shards.assign(p)
             var start = tp.offset  // INVALID: resume from the group's committed offset
+            var restored = false
             if let writer {
                 // The connection is the writer's while a write is in flight.
                 if let c = writer.wait() { checkpointCompleted(c) }
                 do {
                     if let (next, changed) = try writer.store.restore(p, into: engine, policy: config.reloadPolicy) {
+                        restored = true
                         start = next
                         nextOffsets[p] = next
                         if let changed {
@@ -760,6 +795,7 @@ public final class Pipeline: RebalanceListener {
                             }
                         }
                     } else if rebuildFromBeginning {
+                        restored = true  // (rebuilt from the beginning, producing again: `state.on_corrupt`)
                         start = -2  // RD_KAFKA_OFFSET_BEGINNING: the group's commits are ahead of the lost state
                     }
                 } catch {
@@ -769,11 +805,46 @@ public final class Pipeline: RebalanceListener {
                     requestStop()
                 }
             }
+            if !restored && fatalError == nil { stateless.append(seeks.count) }
             seeks.append(TopicPartitionOffset(topic: tp.topic, partition: tp.partition, offset: start))
         }
+        let rebuilds = rebuildMissingState(consumer, &seeks, stateless)
         logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))",
                                                      "restored_customers": "\(shards.customerCount)"])
-        return writer == nil ? nil : seeks
+        return writer == nil && rebuilds == 0 ? nil : seeks
+    }
+
+    /// Partitions this member has no state for (no checkpoint here, or none kept) may have been
+    /// processed by the group already: another member held them (a rebalance moved them here), or
+    /// this process ran without checkpoints. Resuming at the group's committed offset would
+    /// continue from an empty state, every customer's history missing. Instead their state is
+    /// rebuilt from the input: they start at the earliest retained offset, and records before the
+    /// committed offset are applied without producing (`rebuilding`). Returns how many.
+    private func rebuildMissingState(_ consumer: KafkaConsumer, _ seeks: inout [TopicPartitionOffset], _ stateless: [Int]) -> Int {
+        guard !stateless.isEmpty else { return 0 }
+        let keys = stateless.map { KafkaConsumer.TopicPartitionKey(topic: seeks[$0].topic, partition: seeks[$0].partition) }
+        let committed: [TopicPartitionOffset]
+        do {
+            committed = try consumer.committed(keys)
+        } catch {
+            // Not knowing whether the group processed them, this member would either lose their
+            // history or produce every trigger again: stop, and let a restart ask again.
+            logger.critical("cannot read the group's committed offsets for partitions without local state",
+                            metadata: ["error": "\(error)"])
+            fatalError = "committed offsets unavailable: \(error)"
+            requestStop()
+            return 0
+        }
+        var n = 0
+        for (i, c) in zip(stateless, committed) where c.offset > 0 {
+            let p = PartitionID(topic: seeks[i].topic, partition: seeks[i].partition)
+            rebuilding[p] = c.offset
+            seeks[i].offset = -2  // RD_KAFKA_OFFSET_BEGINNING
+            n += 1
+            logger.notice("no state for this partition here, but the group processed it up to an offset: rebuilding its state from the input's earliest retained offset, producing nothing before that offset",
+                          metadata: ["partition": "\(p)", "committed": "\(c.offset)"])
+        }
+        return n
     }
 
     public func partitionsRevoked(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) {
@@ -793,6 +864,7 @@ public final class Pipeline: RebalanceListener {
         for tp in partitions {
             let p = PartitionID(topic: tp.topic, partition: tp.partition)
             idle.remove(p)
+            rebuilding[p] = nil
             nextOffsets[p] = nil
             // The engine's counters restart with the partition's state; keep what they had so the
             // published counters never go backwards in this process.

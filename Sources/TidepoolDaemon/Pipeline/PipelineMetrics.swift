@@ -34,6 +34,9 @@ public struct PipelineCounters: Sendable, Equatable {
     public var threadEvents: [Int64] = []
     /// Polls whose events were applied on several threads at once.
     public var parallelPolls: Int64 = 0
+    /// Records replayed to rebuild the state of partitions this member had no state for, below
+    /// the group's committed offset (applied, nothing produced).
+    public var rebuildRecords: Int64 = 0
     public var customers: Int = 0
     public var assignedPartitions: Int = 0
     /// Next offset to process per partition ("topic[p]" -> offset) and partitions at their end.
