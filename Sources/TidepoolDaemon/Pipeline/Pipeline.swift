@@ -332,6 +332,7 @@ public final class Pipeline: RebalanceListener {
         }
         if let err = msg.error {
             if msg.isPartitionEOF {
+                if runSilentUntil >= 0 && msg.offset >= runSilentUntil { finishRebuild(at: msg.offset) }
                 counters.partitionsAtEOF.insert(runPartitionID.description)
                 idle.insert(runPartitionID)
             } else {
@@ -347,10 +348,7 @@ public final class Pipeline: RebalanceListener {
                 silent = true
                 counters.rebuildRecords += 1
             } else {
-                rebuilding[runPartitionID] = nil
-                runSilentUntil = -1
-                logger.notice("partition state rebuilt from the input; producing from here on",
-                              metadata: ["partition": "\(runPartitionID)", "offset": "\(msg.offset)"])
+                finishRebuild(at: msg.offset)
             }
         }
         let keyCheck: KeyCheck = msg.key.map { .bytes($0) } ?? .none
@@ -365,6 +363,15 @@ public final class Pipeline: RebalanceListener {
             if !silent { deadLetter(msg, error) }
         }
         runNext = msg.offset + 1
+    }
+
+    /// The current run's partition has caught up with the group's committed offset (a record at
+    /// or after it, or the end of the log there).
+    private func finishRebuild(at offset: Int64) {
+        rebuilding[runPartitionID] = nil
+        runSilentUntil = -1
+        logger.notice("partition state rebuilt from the input; producing from here on",
+                      metadata: ["partition": "\(runPartitionID)", "offset": "\(offset)"])
     }
 
     /// Partitions that have reached the end of the log follow the wall clock: dormancy and window
@@ -772,18 +779,19 @@ public final class Pipeline: RebalanceListener {
 
     public func partitionsAssigned(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) -> [TopicPartitionOffset]? {
         var seeks: [TopicPartitionOffset] = []
-        var stateless: [Int] = []  // indices into `seeks` of partitions restored from nothing
+        // Per entry of `seeks`: the offset its restored state reflects, nil without local state.
+        var restoredNext: [Int64?] = []
         for tp in partitions {
             let p = PartitionID(topic: tp.topic, partition: tp.partition)
             let engine = shards.assign(p)
             var start = tp.offset  // INVALID: resume from the group's committed offset
-            var restored = false
+            var restored: Int64? = nil
             if let writer {
                 // The connection is the writer's while a write is in flight.
                 if let c = writer.wait() { checkpointCompleted(c) }
                 do {
                     if let (next, changed) = try writer.store.restore(p, into: engine, policy: config.reloadPolicy) {
-                        restored = true
+                        restored = next
                         start = next
                         nextOffsets[p] = next
                         if let changed {
@@ -795,7 +803,6 @@ public final class Pipeline: RebalanceListener {
                             }
                         }
                     } else if rebuildFromBeginning {
-                        restored = true  // (rebuilt from the beginning, producing again: `state.on_corrupt`)
                         start = -2  // RD_KAFKA_OFFSET_BEGINNING: the group's commits are ahead of the lost state
                     }
                 } catch {
@@ -805,30 +812,37 @@ public final class Pipeline: RebalanceListener {
                     requestStop()
                 }
             }
-            if !restored && fatalError == nil { stateless.append(seeks.count) }
+            restoredNext.append(restored)
             seeks.append(TopicPartitionOffset(topic: tp.topic, partition: tp.partition, offset: start))
         }
-        let rebuilds = rebuildMissingState(consumer, &seeks, stateless)
+        let rebuilds = fatalError == nil ? catchUpSilently(consumer, &seeks, restoredNext) : 0
         logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))",
                                                      "restored_customers": "\(shards.customerCount)"])
         return writer == nil && rebuilds == 0 ? nil : seeks
     }
 
-    /// Partitions this member has no state for (no checkpoint here, or none kept) may have been
-    /// processed by the group already: another member held them (a rebalance moved them here), or
-    /// this process ran without checkpoints. Resuming at the group's committed offset would
-    /// continue from an empty state, every customer's history missing. Instead their state is
-    /// rebuilt from the input: they start at the earliest retained offset, and records before the
-    /// committed offset are applied without producing (`rebuilding`). Returns how many.
-    private func rebuildMissingState(_ consumer: KafkaConsumer, _ seeks: inout [TopicPartitionOffset], _ stateless: [Int]) -> Int {
-        guard !stateless.isEmpty else { return 0 }
-        let keys = stateless.map { KafkaConsumer.TopicPartitionKey(topic: seeks[$0].topic, partition: seeks[$0].partition) }
+    /// A partition's state here may be behind what the group has processed: none at all (another
+    /// member held the partition, whose checkpoint stays on its host; this process keeps no
+    /// checkpoints; the file was unusable), or a checkpoint older than the group's commits (the
+    /// partition was here before, then elsewhere). Resuming at the group's committed offset would
+    /// continue from an empty or stale state, every customer's history since missing; replaying
+    /// from the state's own offset would produce again what the group produced. So the state is
+    /// brought up to the committed offset from the input (from the earliest retained offset when
+    /// there is none), applying records before it without producing anything (`rebuilding`).
+    /// Returns how many partitions do that.
+    private func catchUpSilently(_ consumer: KafkaConsumer, _ seeks: inout [TopicPartitionOffset], _ restoredNext: [Int64?]) -> Int {
+        guard !seeks.isEmpty else { return 0 }
         let committed: [TopicPartitionOffset]
         do {
-            committed = try consumer.committed(keys)
+            committed = try consumer.committed(seeks.map { KafkaConsumer.TopicPartitionKey(topic: $0.topic, partition: $0.partition) })
         } catch {
+            if restoredNext.allSatisfy({ $0 != nil }) {
+                logger.warning("cannot read the group's committed offsets; resuming every partition from its checkpoint",
+                               metadata: ["error": "\(error)"])
+                return 0
+            }
             // Not knowing whether the group processed them, this member would either lose their
-            // history or produce every trigger again: stop, and let a restart ask again.
+            // history or produce their triggers again: stop, and let a restart ask again.
             logger.critical("cannot read the group's committed offsets for partitions without local state",
                             metadata: ["error": "\(error)"])
             fatalError = "committed offsets unavailable: \(error)"
@@ -836,13 +850,19 @@ public final class Pipeline: RebalanceListener {
             return 0
         }
         var n = 0
-        for (i, c) in zip(stateless, committed) where c.offset > 0 {
+        for (i, c) in committed.enumerated() where c.offset > 0 {
             let p = PartitionID(topic: seeks[i].topic, partition: seeks[i].partition)
+            if let next = restoredNext[i] {
+                guard c.offset > next else { continue }
+                logger.notice("the checkpoint here is behind the group's commits: replaying the difference from the input, producing nothing before the committed offset",
+                              metadata: ["partition": "\(p)", "checkpoint": "\(next)", "committed": "\(c.offset)"])
+            } else {
+                seeks[i].offset = -2  // RD_KAFKA_OFFSET_BEGINNING
+                logger.notice("no state for this partition here, but the group processed it: rebuilding its state from the input's earliest retained offset, producing nothing before the committed offset",
+                              metadata: ["partition": "\(p)", "committed": "\(c.offset)"])
+            }
             rebuilding[p] = c.offset
-            seeks[i].offset = -2  // RD_KAFKA_OFFSET_BEGINNING
             n += 1
-            logger.notice("no state for this partition here, but the group processed it up to an offset: rebuilding its state from the input's earliest retained offset, producing nothing before that offset",
-                          metadata: ["partition": "\(p)", "committed": "\(c.offset)"])
         }
         return n
     }
