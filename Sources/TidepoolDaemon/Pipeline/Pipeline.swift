@@ -249,7 +249,10 @@ public final class Pipeline: RebalanceListener {
                     continueStagedCheckpoint()
                 } else if !writer.inFlight {
                     let due = WallClock.monotonicNs() - lastCheckpointNs >= UInt64(config.state.checkpointIntervalMs) * 1_000_000
-                        || (config.state.checkpointDirtyCustomers > 0 && shards.dirtyCount >= config.state.checkpointDirtyCustomers)
+                        // (Not while a partition is rebuilt: its changed customers wait for the
+                        // end of the rebuild, and would make every turn's checkpoint due.)
+                        || (config.state.checkpointDirtyCustomers > 0 && rebuilding.isEmpty
+                            && shards.dirtyCount >= config.state.checkpointDirtyCustomers)
                     if due { startCheckpoint() }
                 }
             }
