@@ -415,31 +415,31 @@ public final class Pipeline: RebalanceListener {
         defer { runs.removeAll() }
         if shards.count == 1 || runs.total < Self.parallelMinimum {
             counters.threadEvents[0] += Int64(runs.total)
-            for k in engines.indices {
-                runs.forEachRun(shard: k) { p, silent, events in
-                    if silent { engines[k].apply(events, partition: p) { _ in } } else { engines[k].apply(events, partition: p) { route($0, nowMs: now) } }
-                }
-            }
+            for k in engines.indices { Self.apply(runs, shard: k, to: engines[k]) { route($0, nowMs: now) } }
         } else {
             let buffers = shardOutputs
             counters.parallelPolls += 1
             for k in engines.indices { counters.threadEvents[k] += Int64(runs.count(shard: k)) }
             workers.run { k in
                 if k == 0 {
-                    runs.forEachRun(shard: 0) { p, silent, events in
-                        if silent { engines[0].apply(events, partition: p) { _ in } } else { engines[0].apply(events, partition: p) { self.route($0, nowMs: now) } }
-                    }
+                    Self.apply(runs, shard: 0, to: engines[0]) { self.route($0, nowMs: now) }
                 } else {
                     let out = buffers[k]
-                    runs.forEachRun(shard: k) { p, silent, events in
-                        if silent { engines[k].apply(events, partition: p) { _ in } } else { engines[k].apply(events, partition: p) { out.outputs.append($0) } }
-                    }
+                    Self.apply(runs, shard: k, to: engines[k]) { out.outputs.append($0) }
                 }
             }
             for out in buffers.dropFirst() where !out.outputs.isEmpty {
                 for o in out.outputs { route(o, nowMs: now) }
                 out.outputs.removeAll(keepingCapacity: true)
             }
+        }
+    }
+
+    /// Applies shard `k`'s runs to its engine; the outputs of silent runs (a rebuild below the
+    /// group's committed offset) are dropped, the others go to `emit`.
+    private static func apply(_ runs: PendingRuns, shard k: Int, to engine: Engine, emit: (EngineOutput) -> Void) {
+        runs.forEachRun(shard: k) { p, silent, events in
+            if silent { engine.apply(events, partition: p) { _ in } } else { engine.apply(events, partition: p, emit: emit) }
         }
     }
 
