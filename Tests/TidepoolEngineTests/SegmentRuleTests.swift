@@ -86,6 +86,53 @@ final class SegmentRuleTests: XCTestCase {
         XCTAssertEqual(repeatBuyer.evaluate(a, now: (dayOfFirst + 90) * day, channels: channels), [false])
     }
 
+    /// The compiled programs (one `.test` per value-against-constant comparison, the stack
+    /// machine otherwise) agree with the tree evaluator on every rule shape: the constant on
+    /// either side, money against a plain number or against money, two values compared, since()
+    /// of first and last, missing values, RFM and lifecycle.
+    func testCompiledProgramsAgreeWithTheTreeEvaluator() throws {
+        let rules: [(String, String)] = [
+            ("left", "count(purchase, 90d) >= 2"), ("right", "2 <= count(purchase, 90d)"),
+            ("money_number", "sum(purchase, 365d) > 150"), ("number_money", "150 < sum(purchase, 365d)"),
+            ("spend", "spend() >= 200"), ("ne_missing", "since(last(message_click)) != 1d"),
+            ("first", "since(first(purchase)) > 30d"), ("last_any", "since(last()) <= 20d"),
+            ("two_values", "count(page_view, 30d) > count(purchase, 30d)"),
+            ("money_vs_count", "sum(purchase, 30d) > count(page_view, 365d)"),
+            ("times", "first(purchase) < last(page_view)"),
+            ("orders", "orders() == 2 or distinct_channels() < 2"), ("share", "0.5 > owned_share(365d)"),
+            ("rfm", "rfm() != important_value"), ("stage", "lifecycle() == active"),
+            ("nested", "not (in_segment(left) and since(last(page_view)) > 14d) or in_segment(rfm)"),
+        ]
+        let set = try compile(rules)
+        let customers = [
+            customer([]),
+            customer([(.purchase, t0 + 20 * day, "tmall"), (.purchase, t0 + 60 * day, "tmall"),
+                      (.pageView, t0 + 80 * day, "tmall"), (.pageView, t0 + 70 * day, "app")]),
+            customer([(.pageView, t0, "app"), (.pageView, t0 + day, "website"), (.messageClick, t0 + 2 * day, "wecom")]),
+            customer([(.purchase, t0, "app"), (.purchase, t0 + 5 * day, "app"), (.purchase, t0 + 6 * day, "jd")]),
+        ]
+        var compared = 0
+        for a in customers {
+            for now in [t0 + 10 * day, t0 + 50 * day, t0 + 100 * day, t0 + 400 * day] {
+                let got = set.evaluate(a, now: now, channels: channels)
+                var expected = [Bool](repeating: false, count: rules.count)
+                for i in set.order {
+                    let ctx = RuleContext(aggregates: a, now: now, channels: channels, memberships: expected, models: set.models)
+                    expected[i] = RuleEvaluator.value(set.segments[i].expr, ctx) == .bool(true)
+                }
+                XCTAssertEqual(got, expected, "at day \((now - t0) / day)")
+                compared += 1
+            }
+        }
+        XCTAssertEqual(compared, 16)
+        // Both kinds of comparison were compiled, and the mirrored ones into tests.
+        let ops = set.compiled.table.ops
+        let tests = ops.filter { if case .test = $0 { return true } else { return false } }.count
+        let stackCompares = ops.filter { if case .compare = $0 { return true } else { return false } }.count
+        XCTAssertEqual(stackCompares, 3, "two_values, money_vs_count and times compare two values")
+        XCTAssertEqual(tests, 14)
+    }
+
     func testSegmentsAreEvaluatedAfterTheSegmentsTheyUse() throws {
         let set = try compile([("top", "in_segment(base) and orders() >= 1"), ("base", "distinct_channels() >= 2")])
         XCTAssertEqual(set.order, [1, 0])

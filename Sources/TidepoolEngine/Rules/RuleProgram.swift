@@ -5,26 +5,50 @@
 /// Every value is a Double: counts, money in units (1/10000), durations and times in ms,
 /// booleans as 0/1. "Missing" (a customer who never did something) is NaN, and IEEE comparisons
 /// with NaN are false: exactly the rule language's semantics.
+///
+/// The common comparison, one value against a constant (`count(purchase, 90d) >= 2`,
+/// `since(last(page_view)) > 14d`, `orders() == 0`), is one `.test` operation instead of three
+/// or four (push the value, push the constant, compare): the example rules ran 2.4x as many
+/// operations before, and dispatching them was about a sixth of the engine's instructions.
 struct RuleProgram: Sendable, Equatable {
-    enum Op: Sendable, Equatable {
-        case constant(Double)
+    /// A value read from the customer's state.
+    enum Leaf: Sendable, Equatable {
         /// Value of window term i (see `WindowTerms`): its count, or its sum.
-        case count(term: Int)
-        case sum(term: Int)
+        case count(term: Int32)
+        case sum(term: Int32)
         case orders
         case spend
+        /// First or last time of an event type (-1: any), or the time since it.
         case first(type: Int16)
         case last(type: Int16)
-        case since
-        case toMoney
+        case sinceFirst(type: Int16)
+        case sinceLast(type: Int16)
         case distinctChannels
         case ownedShare(windowMs: Int64)
-        case inSegment(Int)
         case rfm
         case lifecycle
+    }
+
+    enum Op: Sendable, Equatable {
+        case constant(Double)
+        case leaf(Leaf)
+        case since
+        case toMoney
+        case inSegment(Int)
         /// Also records its result as atom `atom` (see `FlipTiming`).
         case compare(CompareOp, atom: Int32)
+        /// `leaf op constant` (the constant in the leaf's unit), recorded as atom `atom`.
+        case test(Leaf, CompareOp, constant: Double, atom: Int32)
         case and, or, not
+
+        /// The same operation with its atom numbered from `base` (`ProgramTable`).
+        func atomsFrom(_ base: Int32) -> Op {
+            switch self {
+            case .compare(let c, let a): return .compare(c, atom: a + base)
+            case .test(let l, let c, let k, let a): return .test(l, c, constant: k, atom: a + base)
+            default: return self
+            }
+        }
     }
 
     var ops: [Op] = []
@@ -47,6 +71,37 @@ struct RuleProgram: Sendable, Equatable {
             default: return false
             }
         }
+        /// The value `e` reads, when it is one read from the customer's state.
+        func leaf(_ e: RuleExpr) -> Leaf? {
+            func type(_ t: EventType?) -> Int16 { t.map { Int16($0.rawValue) } ?? -1 }
+            switch e {
+            case .count(let t, let w, let c): return .count(term: Int32(terms.index(t, w, c)))
+            case .sum(let t, let w, let c): return .sum(term: Int32(terms.index(t, w, c)))
+            case .orders: return .orders
+            case .spend: return .spend
+            case .first(let t): return .first(type: type(t))
+            case .last(let t): return .last(type: type(t))
+            case .since(.first(let t)): return .sinceFirst(type: type(t))
+            case .since(.last(let t)): return .sinceLast(type: type(t))
+            case .distinctChannels: return .distinctChannels
+            case .ownedShare(let w): return .ownedShare(windowMs: w)
+            case .rfm: return .rfm
+            case .lifecycle: return .lifecycle
+            default: return nil
+            }
+        }
+        /// `x op c` as one test when `x` is a leaf and `c` a constant in its unit (a plain number
+        /// against money is scaled here, as `emit` scales it).
+        func test(_ op: CompareOp, _ x: RuleExpr, _ c: RuleExpr) -> (Leaf, CompareOp, Double)? {
+            guard let l = leaf(x), case .constant(let v) = c else { return nil }
+            switch (v, isMoney(x)) {
+            case (.number(let d), true): return (l, op, (d * Double(Money.scale)).rounded())
+            case (.money(let u), true): return (l, op, Double(u))
+            case (.number(let d), false): return (l, op, d)
+            case (.duration(let ms), false), (.time(let ms), false): return (l, op, Double(ms))
+            default: return nil
+            }
+        }
         func emit(_ e: RuleExpr) {
             switch e {
             case .constant(let v):
@@ -57,19 +112,17 @@ struct RuleProgram: Sendable, Equatable {
                 case .bool(let b): push(.constant(b ? 1 : 0), 1)
                 case .missing, .text: push(.constant(.nan), 1)
                 }
-            case .count(let t, let w, let c): push(.count(term: terms.index(t, w, c)), 1)
-            case .sum(let t, let w, let c): push(.sum(term: terms.index(t, w, c)), 1)
-            case .orders: push(.orders, 1)
-            case .spend: push(.spend, 1)
-            case .first(let t): push(.first(type: t.map { Int16($0.rawValue) } ?? -1), 1)
-            case .last(let t): push(.last(type: t.map { Int16($0.rawValue) } ?? -1), 1)
-            case .since(let x): emit(x); push(.since, 0)
-            case .distinctChannels: push(.distinctChannels, 1)
-            case .ownedShare(let w): push(.ownedShare(windowMs: w), 1)
+            case .since(let x):
+                if let l = leaf(e) { push(.leaf(l), 1) } else { emit(x); push(.since, 0) }
             case .inSegment(let i): push(.inSegment(i), 1)
-            case .rfm: push(.rfm, 1)
-            case .lifecycle: push(.lifecycle, 1)
+            case .count, .sum, .orders, .spend, .first, .last, .distinctChannels, .ownedShare, .rfm, .lifecycle:
+                push(.leaf(leaf(e)!), 1)
             case .compare(let op, let a, let b):
+                if let (l, op, k) = test(op, a, b) ?? test(op.mirrored, b, a) {
+                    push(.test(l, op, constant: k, atom: Int32(atoms.count)), 1)
+                    atoms.append(e)
+                    return
+                }
                 // A plain number compared with money is a money amount: scale it to units.
                 // A constant is scaled here, once, instead of on every evaluation (a libm call).
                 func side(_ x: RuleExpr, scaled: Bool) {
@@ -121,6 +174,35 @@ struct RuleProgram: Sendable, Equatable {
     /// which holds at least the program's `maxDepth` values; `memberships` holds segments
     /// evaluated earlier. Reading the operations through a buffer pointer keeps the
     /// hot loop free of reference counting (iterating the `[Op]` retained it once per program).
+    /// The value of `leaf` for one customer at `now` (NaN: missing).
+    @inline(__always)
+    static func value(_ leaf: Leaf, _ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable,
+                      models: ModelConfig, returnedAtMs: Int64, counts: UnsafeMutableBufferPointer<Int64>,
+                      sums: UnsafeMutableBufferPointer<Int64>) -> Double {
+        switch leaf {
+        case .count(let i): return Double(counts[Int(i)])
+        case .sum(let i): return Double(sums[Int(i)])
+        case .orders: return Double(a.lifetimeOrders)
+        case .spend: return Double(a.lifetimeSpend)
+        case .first(let t):
+            return (t < 0 ? a.firstSeen : a.first(rawKey: UInt8(t))).map { Double($0) } ?? .nan
+        case .last(let t):
+            return (t < 0 ? a.lastSeen : a.last(rawKey: UInt8(t))).map { Double($0) } ?? .nan
+        case .sinceFirst(let t):
+            return (t < 0 ? a.firstSeen : a.first(rawKey: UInt8(t))).map { Double(now) - Double($0) } ?? .nan
+        case .sinceLast(let t):
+            return (t < 0 ? a.lastSeen : a.last(rawKey: UInt8(t))).map { Double(now) - Double($0) } ?? .nan
+        case .distinctChannels: return Double(a.distinctChannels)
+        case .ownedShare(let w): return a.ownedShare(window: w, at: now, channels: channels) ?? .nan
+        case .rfm: return Double(RFMClass.of(a, at: now, models).rawValue)
+        case .lifecycle: return LifecycleStage.of(a, returnedAtMs: returnedAtMs, at: now, models).map { Double($0.rawValue) } ?? .nan
+        }
+    }
+
+    /// Runs `ops` (a program's slice of a `ProgramTable`) for one customer at `now` on `stack`,
+    /// which holds at least the program's `maxDepth` values; `memberships` holds segments
+    /// evaluated earlier. Reading the operations through a buffer pointer keeps the
+    /// hot loop free of reference counting (iterating the `[Op]` retained it once per program).
     @inline(__always)
     static func run(_ ops: UnsafeBufferPointer<Op>, stack: UnsafeMutableBufferPointer<Double>,
                     _ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, memberships: UInt64,
@@ -129,26 +211,19 @@ struct RuleProgram: Sendable, Equatable {
         var sp = 0
         for op in ops {
             switch op {
+            case .test(let l, let op, let c, let atom):
+                let r = op.holds(value(l, a, now: now, channels: channels, models: models, returnedAtMs: returnedAtMs,
+                                       counts: counts, sums: sums), c)
+                stack[sp] = r ? 1 : 0; sp += 1
+                atoms[Int(atom)] = r
             case .constant(let d): stack[sp] = d; sp += 1
-            case .count(let i): stack[sp] = Double(counts[i]); sp += 1
-            case .sum(let i): stack[sp] = Double(sums[i]); sp += 1
-            case .orders: stack[sp] = Double(a.lifetimeOrders); sp += 1
-            case .spend: stack[sp] = Double(a.lifetimeSpend); sp += 1
-            case .first(let t):
-                let v = t < 0 ? a.firstSeen : a.first(rawKey: UInt8(t))
-                stack[sp] = v.map { Double($0) } ?? .nan; sp += 1
-            case .last(let t):
-                let v = t < 0 ? a.lastSeen : a.last(rawKey: UInt8(t))
-                stack[sp] = v.map { Double($0) } ?? .nan; sp += 1
+            case .leaf(let l):
+                stack[sp] = value(l, a, now: now, channels: channels, models: models, returnedAtMs: returnedAtMs,
+                                  counts: counts, sums: sums)
+                sp += 1
             case .since: stack[sp - 1] = Double(now) - stack[sp - 1]
             case .toMoney: stack[sp - 1] = (stack[sp - 1] * Double(Money.scale)).rounded()
-            case .distinctChannels: stack[sp] = Double(a.distinctChannels); sp += 1
-            case .ownedShare(let w): stack[sp] = a.ownedShare(window: w, at: now, channels: channels) ?? .nan; sp += 1
             case .inSegment(let i): stack[sp] = memberships & (1 << UInt64(i)) != 0 ? 1 : 0; sp += 1
-            case .rfm: stack[sp] = Double(RFMClass.of(a, at: now, models).rawValue); sp += 1
-            case .lifecycle:
-                stack[sp] = LifecycleStage.of(a, returnedAtMs: returnedAtMs, at: now, models).map { Double($0.rawValue) } ?? .nan
-                sp += 1
             case .compare(let op, let atom):
                 let y = stack[sp - 1], x = stack[sp - 2]
                 sp -= 1
@@ -189,10 +264,7 @@ struct ProgramTable: Sendable {
         for i in order {
             base[i] = atoms
             runs.append(Run(segment: i, start: ops.count, end: ops.count + programs[i].ops.count))
-            ops += programs[i].ops.map { op in
-                if case .compare(let c, let a) = op { return .compare(c, atom: a + Int32(atoms)) }
-                return op
-            }
+            ops += programs[i].ops.map { $0.atomsFrom(Int32(atoms)) }
             atoms += programs[i].atoms.count
         }
         self.ops = ops
