@@ -87,7 +87,13 @@ def produce(bootstrap, events, customers, seed=1):
     """Returns (events/s, expected members of repeat_buyer and big_spender at the end)."""
     rng = random.Random(seed)
     orders = {}  # customer -> [purchases, spend]
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000,
+    # linger.ms 500: batches of ~1,000 records per partition, as a producer at full rate makes
+    # them. The 2.0.2 mock hands a consumer one batch per partition per fetch and walks a
+    # partition's batch list from the oldest on every fetch; with linger.ms 20 (batches of ~20)
+    # those two alone held the daemon's input path to 0.7-1.2M events/s and the broker used
+    # ~2 s of CPU per million events, against 1.5-2.0M and 0.5-0.9 s now (Benchmarks/README.md,
+    # 2026-12-03 fifth session). Every consumer of the run reads the same topic.
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 500, "batch.num.messages": 10000,
                   "queue.buffering.max.messages": 2_000_000, "enable.idempotence": False, "acks": 1})
     base = int(time.time() * 1000) - 60 * DAY
     types = ["page_view"] * 5 + ["product_view"] * 2 + ["add_to_cart", "purchase", "message_open"]
