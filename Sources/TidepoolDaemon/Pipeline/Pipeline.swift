@@ -390,7 +390,7 @@ public final class Pipeline: RebalanceListener {
     /// The decoded events of this poll, per shard, applied after the poll (`applyPending`).
     private let pending: PendingRuns
     private var pendingNowMs: Int64 = 0
-    /// Outputs of the shards applied on other threads, produced from this one after the join.
+    /// Outputs of each shard while a catch-up poll is applied, produced from this thread after it.
     private final class OutputBuffer: @unchecked Sendable { var outputs: [EngineOutput] = [] }
     private let shardOutputs: [OutputBuffer]
     /// Below this many events (~7 ms of engine work) a poll is applied on this thread alone.
@@ -401,27 +401,37 @@ public final class Pipeline: RebalanceListener {
     /// with one (three pairs), no gain for the risk.
     private static let parallelMinimum = 2048
 
-    /// Applies the events of this poll and produces what they caused. With more than one shard and
-    /// enough events, each shard's runs are applied on its own thread at once. Every shard's
-    /// outputs are kept and produced after the apply, shard by shard (order matters only within a
-    /// partition, and a partition belongs to one shard): produced one at a time while the engine
+    /// Applies the events of this poll and produces what they caused.
+    ///
+    /// A poll below `parallelMinimum` events (live load) is applied on this thread, and each
+    /// output produced as it comes: a trigger leaves as soon as its event is applied.
+    ///
+    /// A larger poll (catching up) is applied by every shard's thread at once, and the outputs
+    /// are kept and produced after the apply, shard by shard (order matters only within a
+    /// partition, and a partition belongs to one shard). Produced one at a time while the engine
     /// ran, ~80k triggers per million events each woke librdkafka's producer thread for a batch
-    /// of one or two records. In bursts, that thread's CPU per million events went from 1.4 s to
+    /// of one or two records; in bursts, that thread's CPU per million events went from 1.4 s to
     /// 0.4 s and the broker's from 0.8 s to 0.3 s (one processing thread; Benchmarks/README.md,
-    /// fifth session), for at most one poll's apply (~1 ms live) of added latency. Offsets recorded for these events
-    /// (`endRun`) are read only after this: by the tracker when the loop turn closes, and by
-    /// checkpoints, rebalances and reloads, which all call this first.
+    /// fifth session).
+    ///
+    /// Offsets recorded for these events (`endRun`) are read only after this: by the tracker
+    /// when the loop turn closes, and by checkpoints, rebalances and reloads, which all call this
+    /// first.
     private func applyPending() {
         guard pending.total > 0 else { return }
         let now = pendingNowMs
         let engines = shards.engines
         let runs = pending
         defer { runs.removeAll() }
-        let buffers = shardOutputs
-        if shards.count == 1 || runs.total < Self.parallelMinimum {
+        if runs.total < Self.parallelMinimum {
             counters.threadEvents[0] += Int64(runs.total)
-            let out = buffers[0]
-            for k in engines.indices { Self.apply(runs, shard: k, to: engines[k]) { out.outputs.append($0) } }
+            for k in engines.indices { Self.apply(runs, shard: k, to: engines[k]) { route($0, nowMs: now) } }
+            return
+        }
+        let buffers = shardOutputs
+        if shards.count == 1 {
+            counters.threadEvents[0] += Int64(runs.total)
+            Self.apply(runs, shard: 0, to: engines[0]) { buffers[0].outputs.append($0) }
         } else {
             counters.parallelPolls += 1
             for k in engines.indices { counters.threadEvents[k] += Int64(runs.count(shard: k)) }
