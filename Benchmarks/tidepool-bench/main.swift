@@ -38,9 +38,11 @@ let n = args.count > 1 ? Int(args[1]) ?? 2_000_000 : 2_000_000
 /// `BENCH_ONLY=engine`: only the 1M-customer replay (section 4), for profiling it alone;
 /// `BENCH_ONLY=checkpoint`: the replay, then straight to the checkpoint figures (section 5);
 /// `BENCH_ONLY=campaigns`: only the replay with the three example campaigns (section 4b);
-/// `BENCH_ONLY=threads`: the replay, then one engine on one thread against two on two (4c).
+/// `BENCH_ONLY=threads`: the replay, then one engine on one thread against two on two (4c);
+/// `BENCH_ONLY=scale`: only memory per customer at `args[2]` customers (default 10M; 4d), in a
+/// process of its own (`Benchmarks/run` runs it after the rest).
 let only = ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? ""
-let engineOnly = only == "engine" || only == "checkpoint" || only == "campaigns" || only == "threads"
+let engineOnly = only == "engine" || only == "checkpoint" || only == "campaigns" || only == "threads" || only == "scale"
 
 // The reference event: a purchase of ~150 bytes, as producers send it.
 let distinct = 10_000
@@ -134,8 +136,10 @@ func allocatedBytes() -> Int {
 let customersN = args.count > 2 ? Int(args[2]) ?? 1_000_000 : 1_000_000
 let eventsPerCustomer = 4
 let engineEvents = customersN * eventsPerCustomer
-print("")
-print("state engine: \(customersN) customers, \(engineEvents) events, \(ExampleSegments.standard.count) segments")
+if only != "scale" {
+    print("")
+    print("state engine: \(customersN) customers, \(engineEvents) events, \(ExampleSegments.standard.count) segments")
+}
 let aggConfig = AggregateConfig()
 let segmentSet = try! SegmentSet(ExampleSegments.definitions, aggregates: aggConfig, channels: ChannelTable(aggConfig))
 let typesMix: [EventType] = [.pageView, .pageView, .pageView, .productView, .addToCart, .purchase, .messageOpen, .wecomChat]
@@ -182,6 +186,50 @@ if !engineOnly {
 }
 var rng = SplitMixBench(state: 7)
 let baseTime: Int64 = 1_790_000_000_000
+
+// 4d. Memory per customer at scale (10M customers by default): ~4 events per customer over 60
+//     days, the ten example segments, applied in runs of up to 64 events of one partition as
+//     the daemon applies them. The events are built as they are applied (4M decoded records are
+//     kept in memory for section 4; 40M would not fit beside the state), so no decode here.
+if only == "scale" {
+    let customers = args.count > 2 ? Int(args[2]) ?? 10_000_000 : 10_000_000
+    let total = customers * eventsPerCustomer
+    print("")
+    print("state engine at scale: \(customers) customers, \(total) events, \(ExampleSegments.standard.count) segments")
+    let parts = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
+    let engine = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false),
+                                             transitionOutput: .counted))
+    var buffers = [[TouchpointEvent]](repeating: [], count: parts.count)
+    var r = SplitMixBench(state: 17)
+    var applyNs: UInt64 = 0
+    let before = allocatedBytes()
+    func flush(_ k: Int) {
+        let t0 = nowNs()
+        engine.apply(buffers[k][...], partition: parts[k]) { _ in }
+        applyNs += nowNs() - t0
+        buffers[k].removeAll(keepingCapacity: true)
+    }
+    for k in 0..<total {
+        let c = Int(r.next() % UInt64(customers))
+        let t = typesMix[Int(r.next() % UInt64(typesMix.count))]
+        let id = "c\(c)"
+        let e = TouchpointEvent(eventID: "e\(k)", customerID: id, type: t, channel: channelMix[Int(r.next() % UInt64(channelMix.count))],
+                                timestampMs: baseTime + Int64(k) * (60 * 86_400_000 / Int64(total)),
+                                amount: t == .purchase ? Money(major: Int64(50 + r.next() % 900)) : nil, currency: t == .purchase ? "CNY" : nil)
+        let p = Int(StableHash.hash64(id) & 7)
+        buffers[p].append(e)
+        if buffers[p].count == 64 { flush(p) }
+    }
+    for k in buffers.indices where !buffers[k].isEmpty { flush(k) }
+    let after = allocatedBytes()
+    line("memory per customer at scale", Double(after - before) / Double(engine.customerCount), "bytes",
+         "\(engine.customerCount) customers, ~\(eventsPerCustomer) events each; resident, all structures")
+    line("... resident state in all", Double(after - before) / Double(1 << 20), "MiB",
+         "\(String(format: "%.2f", Double(after - before) / Double(1 << 30))) GiB")
+    line("... aggregates + 10 segments, no decode (1 core)", Double(total) / (Double(applyNs) / 1e9), "events/s",
+         "\(total) events; event construction not timed")
+    exit(0)
+}
 // Events over 60 days, in time order (a replay), each customer seen ~4 times. The partition of
 // each event is computed here, not in the timed loops: a Kafka consumer is handed it by the
 // broker (the producer's partitioner chose it), and hashing the key through the generic
