@@ -183,7 +183,9 @@ contact_policy:
 
 
 def scrape(port):
-    """(valid events consumed, {segment: members}) from /metrics, or (None, {}) before it serves."""
+    """(events applied to customer state, {segment: members}) from /metrics, or (None, {}) before
+    it serves. Applied, not consumed: a catch-up poll's events are counted when decoded and
+    applied on the shard threads while the next poll is read."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             text = r.read().decode()
@@ -191,7 +193,7 @@ def scrape(port):
         return None, {}
     events, members = 0.0, {}
     for l in text.splitlines():
-        if l.startswith("tidepool_events_total{"):
+        if l.startswith("tidepool_events_applied_total{"):
             events += float(l.rsplit(" ", 1)[1])
         elif l.startswith('tidepool_segment_members{segment="'):
             members[l.split('"')[1]] = int(float(l.rsplit(" ", 1)[1]))
@@ -200,7 +202,7 @@ def scrape(port):
         elif l.startswith("tidepool_checkpoints_total"):
             members["__checkpoints"] = int(float(l.rsplit(" ", 1)[1]))
         elif l.startswith('tidepool_thread_events_total{thread="'):
-            members.setdefault("__threads", []).append(int(float(l.rsplit(" ", 1)[1])))
+            members.setdefault("__threads", {})[l.split('"')[1]] = int(float(l.rsplit(" ", 1)[1]))
     return events, members
 
 
@@ -400,9 +402,11 @@ def main():
             line("tidepool end to end, 1 processing thread", tp1, "events/s",
                  f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, checkpoints on")
             tp, tp_members = run_tidepool(bootstrap, a.events, tmp, "auto")
-            per_thread = tp_members.pop("__threads", [])
+            per_thread = tp_members.pop("__threads", {})
+            shard_threads = sum(1 for t in per_thread if t != "main")
             line(f"tidepool end to end, whole machine", tp, "events/s",
-                 f"processing.threads auto = {len(per_thread)}; events applied per thread {per_thread}")
+                 f"processing.threads auto = {shard_threads}; events applied per thread "
+                 + ", ".join(f"{t} {n}" for t, n in per_thread.items()))
             line("  longest checkpoint stall in that run", tp_members.pop("__stall_max_s", float("nan")) * 1000, "ms",
                  f"{tp_members.pop('__checkpoints', 0)} checkpoints (tidepool_checkpoint_stall_seconds, max)")
             # What the input path alone reaches on this machine and broker: the ceiling of the
@@ -416,7 +420,7 @@ def main():
                      f"same consumer and settings, nothing applied or produced; client CPU {r[1]:.2f} s")
             for k in [k for k in tp1_members if k.startswith("__")]: tp1_members.pop(k)
             if tp1_members != tp_members:
-                print(f"MISMATCH: segment members with 1 thread {tp1_members} and with {len(per_thread)} {tp_members}", flush=True)
+                print(f"MISMATCH: segment members with 1 thread {tp1_members} and with {shard_threads} {tp_members}", flush=True)
                 ok = False
             if not a.no_latency:
                 # The latency workload's own maximum first: every event is a new customer whose

@@ -36,7 +36,7 @@ final class CheckpointPipelineTests: XCTestCase {
 
         let first = PipelineThread(try Pipeline(config: config, logger: Logger(label: "cp1")))
         first.start()
-        XCTAssertTrue(eventually("all processed") { first.pipeline.metrics.snapshot.recordsIn == Int64(total) })
+        XCTAssertTrue(eventually("all processed") { let s = first.pipeline.metrics.snapshot; return s.recordsIn == Int64(total) && s.eventsTaken == s.eventsIn })
         // Let at least one periodic (asynchronous) checkpoint complete after the last record.
         let seen = first.pipeline.metrics.snapshot.checkpoints
         XCTAssertTrue(eventually("a checkpoint after the input") { first.pipeline.metrics.snapshot.checkpoints >= seen + 2 })

@@ -82,7 +82,7 @@ final class EngineShardsTests: XCTestCase {
             var timedOut = false
             workers.run { k in
                 calls.add(k)
-                if round == 0 && k > 0 {
+                if round == 0 {
                     // Named for `top -H` from its first run (see `nameCurrentThread`).
                     let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
                     calls.name(k, comm.trimmingCharacters(in: .whitespacesAndNewlines))
@@ -96,7 +96,30 @@ final class EngineShardsTests: XCTestCase {
             XCTAssertFalse(timedOut, "round \(round)")
         }
         XCTAssertEqual(calls.counts, [50, 50, 50])
-        XCTAssertEqual(calls.names, [1: "tp-shard-1", 2: "tp-shard-2"])
+        XCTAssertEqual(calls.names, [0: "tp-shard-0", 1: "tp-shard-1", 2: "tp-shard-2"])
+    }
+
+    /// `start` returns while the shards still run (the pipeline reads the next poll meanwhile);
+    /// `wait` returns once every one has returned.
+    func testStartReturnsBeforeTheShardsAndWaitAfterThem() {
+        let workers = ShardWorkers(shards: 2)
+        let calls = Calls()
+        for _ in 0..<20 {
+            let release = DispatchSemaphore(value: 0)
+            let before = calls.counts
+            workers.start { k in
+                release.wait()
+                calls.add(k)
+            }
+            XCTAssertTrue(workers.running)
+            XCTAssertEqual(calls.counts, before, "no shard can have finished: each waits for this thread")
+            release.signal()
+            release.signal()
+            workers.wait()
+            XCTAssertFalse(workers.running)
+            XCTAssertEqual(calls.counts, [before[0] + 1, before[1] + 1, 0])
+        }
+        workers.wait()  // nothing started: returns at once
     }
 
     private final class Calls: @unchecked Sendable {

@@ -39,7 +39,7 @@ final class PipelineIntegrationTests: XCTestCase {
 
         let worker = PipelineThread(try Pipeline(config: config, logger: Logger(label: "test")))
         worker.start()
-        XCTAssertTrue(eventually("all records processed") { worker.pipeline.metrics.snapshot.recordsIn == Int64(records.count) })
+        XCTAssertTrue(eventually("all records processed") { let s = worker.pipeline.metrics.snapshot; return s.recordsIn == Int64(records.count) && s.eventsTaken == s.eventsIn })
         XCTAssertEqual(try worker.stop(), .stopped)
 
         let c = worker.pipeline.metrics.snapshot

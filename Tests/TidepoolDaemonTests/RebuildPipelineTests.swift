@@ -45,7 +45,7 @@ final class RebuildPipelineTests: XCTestCase {
         // Member A processes everything with its own checkpoint file, commits and leaves.
         let a = PipelineThread(try Pipeline(config: config(state: dir.appendingPathComponent("a.sqlite").path), logger: Logger(label: "a")))
         a.start()
-        XCTAssertTrue(eventually("A processed everything") { a.pipeline.metrics.snapshot.recordsIn == Int64(total) })
+        XCTAssertTrue(eventually("A processed everything") { let s = a.pipeline.metrics.snapshot; return s.recordsIn == Int64(total) && s.eventsTaken == s.eventsIn })
         let aLive = a.pipeline.metrics.snapshot
         XCTAssertEqual(try a.stop(), .stopped)
         XCTAssertEqual(a.pipeline.metrics.snapshot.triggersProduced, Int64(buyers.count))
@@ -73,7 +73,7 @@ final class RebuildPipelineTests: XCTestCase {
                 try producer.produce(topic: "touchpoints", key: Array(c.utf8), value: Array(json.utf8))
             }
             try producer.flush(timeoutMs: 10_000)
-            XCTAssertTrue(eventually("\(name) processed the new records") { b.pipeline.metrics.snapshot.eventsIn == bLive.eventsIn + 2 }, name)
+            XCTAssertTrue(eventually("\(name) processed the new records") { let s = b.pipeline.metrics.snapshot; return s.eventsIn == bLive.eventsIn + 2 && s.eventsTaken == s.eventsIn }, name)
             XCTAssertEqual(try b.stop(), .stopped)
             XCTAssertEqual(b.pipeline.metrics.snapshot.triggersProduced, 1, "\(name): only the newcomer's first purchase")
         }

@@ -227,7 +227,7 @@ public struct Demo {
         lines.append("  delivery failures     \(c.deliveryFailures)")
         if let r = s.drainRate {
             lines.append(String(format: "  pipeline drain rate   %.0f events/s (replay of %lld history records, %d processing threads; first to last record processed)",
-                                r, s.history, c.threadEvents.count))
+                                r, s.history, c.threadEvents.count - 1))
         }
         return lines.joined(separator: "\n")
     }

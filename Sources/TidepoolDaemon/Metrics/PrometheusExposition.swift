@@ -56,7 +56,10 @@ public enum PrometheusExposition {
             for ((topic, partition), v) in perPartition { w.sample(name, [("topic", topic), ("partition", partition)], Double(v[keyPath: value])) }
         }
         w.family("tidepool_thread_events_total", "counter", "Events applied by each processing thread (processing.threads; 0 is the pipeline thread, which applies small polls alone)")
-        for (i, n) in c.threadEvents.enumerated() { w.sample("tidepool_thread_events_total", [("thread", String(i))], Double(n)) }
+        // Index 0: the pipeline thread (polls applied alone); 1 + k: shard k's thread `tp-shard-k`.
+        for (i, n) in c.threadEvents.enumerated() {
+            w.sample("tidepool_thread_events_total", [("thread", i == 0 ? "main" : "tp-shard-\(i - 1)")], Double(n))
+        }
         w.family("tidepool_parallel_polls_total", "counter", "Polls whose events were applied on several processing threads at once")
         w.sample("tidepool_parallel_polls_total", [], Double(c.parallelPolls))
         w.family("tidepool_rebuild_records_total", "counter", "Records replayed to rebuild the state of partitions this member had no state for, below the group's committed offset (applied; their triggers and dead letters were produced by the member that processed them)")

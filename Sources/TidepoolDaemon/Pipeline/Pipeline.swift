@@ -11,9 +11,10 @@ import TidepoolStore
 ///
 /// Threading: `run()` blocks the calling thread and does the work on it, rebalance callbacks and
 /// delivery reports included, except the engine work of large polls: the partitions are split
-/// over `processing.threads` engines (`EngineShards`), and a poll's events are applied on that
-/// many threads at once (`ShardWorkers`) before their outputs are produced from this thread.
-/// `requestStop()` may be called from any thread.
+/// over `processing.threads` engines (`EngineShards`), and a catch-up poll's events are applied
+/// on that many threads (`ShardWorkers`) while this thread reads and decodes the next poll;
+/// then their outputs are produced and their offsets recorded from this thread (`dispatch`,
+/// `settle`). `requestStop()` may be called from any thread.
 public final class Pipeline: RebalanceListener {
     /// The running configuration (segments, campaigns and contact policy change on reload).
     public private(set) var config: TidepoolConfig
@@ -98,11 +99,11 @@ public final class Pipeline: RebalanceListener {
         let threads = config.processing.threads > 0 ? config.processing.threads : TidepoolConfig.Processing.availableCores
         self.shards = EngineShards(config: try config.engineConfig(), count: threads, offsets: SystemTimeZones())
         self.workers = ShardWorkers(shards: threads)
-        self.pending = PendingRuns(shards: threads)
-        self.shardOutputs = (0..<threads).map { _ in OutputBuffer() }
+        self.filling = Batch(shards: threads)
+        self.spare = Batch(shards: threads)
         self.decoder = TouchpointDecoder(limits: config.decoding)
         self.counters.rulesVersion = config.ruleVersion
-        self.counters.threadEvents = [Int64](repeating: 0, count: threads)
+        self.counters.threadEvents = [Int64](repeating: 0, count: threads + 1)
     }
 
     public func requestStop() { stopFlag.store(true, ordering: .relaxed) }
@@ -241,7 +242,17 @@ public final class Pipeline: RebalanceListener {
                 handle(msg, nowMs: now)
             }
             endRun()
-            applyPending()
+            // The engines are still from here until `dispatch`: what reads or changes them runs
+            // here (idle time, checkpoints, jobs, the published figures). The outputs of the
+            // batch just applied are produced after `dispatch` hands the next one to the shard
+            // threads, unless something here produces first (a partition's outputs keep their
+            // order).
+            var done = collect()
+            if let d = done, (config.idleAdvance && !idle.isEmpty) || jobs.withLock({ !$0.isEmpty }) {
+                produceOutputs(of: d)
+                spare = d
+                done = nil
+            }
             if config.idleAdvance { advanceIdlePartitions(wallMs: turnNow ?? clock()) }
             if let writer {
                 if let c = writer.poll() { checkpointCompleted(c) }
@@ -256,13 +267,15 @@ public final class Pipeline: RebalanceListener {
                     if due { startCheckpoint() }
                 }
             }
+            runJobs()
+            readEngineCounters()
+            dispatch(after: done)
             tracker.close()
             producer.poll(timeoutMs: 0)
             storeCompleted()
             counters.batches += 1
             publish()
             lifecycleNotifications()
-            runJobs()
         }
         return shutdown()
     }
@@ -359,8 +372,8 @@ public final class Pipeline: RebalanceListener {
             if msg.valueIsNull { throw DecodeFailure(.invalidJSON, "record has a null value") }
             let event = try decoder.decode(msg.value, key: keyCheck, nowMs: nowMs)
             counters.eventsByType[Int(event.type.rawValue)] += 1
-            pending.append(event, shard: runShard, partition: runPartitionID, silent: silent)
-            pendingNowMs = nowMs
+            filling.runs.append(event, shard: runShard, partition: runPartitionID, silent: silent)
+            filling.nowMs = nowMs
         } catch {
             // A record rejected while rebuilding was dead-lettered by the member that processed it.
             if !silent { deadLetter(msg, error) }
@@ -378,72 +391,131 @@ public final class Pipeline: RebalanceListener {
     }
 
     /// Partitions that have reached the end of the log follow the wall clock: dormancy and window
-    /// exits fire on time even when no event arrives.
+    /// exits fire on time even when no event arrives. Called before this poll's events are
+    /// applied (`dispatch`): a partition with events in it (records, then the end of the log, in
+    /// one poll) moves on the next turn, after them; moved now, they would all be late.
     private func advanceIdlePartitions(wallMs: Int64) {
-        for p in idle {
+        let polled = filling.ends.isEmpty ? [] : Set(filling.ends.map(\.partition))
+        for p in idle where !polled.contains(p) {
             shards.engine(for: p)?.advance(p, to: wallMs - config.latenessMs) { output in route(output, nowMs: wallMs) }
         }
     }
 
     /// The shard of the current run's partition.
     private var runShard = 0
-    /// The decoded events of this poll, per shard, applied after the poll (`applyPending`).
-    private let pending: PendingRuns
-    private var pendingNowMs: Int64 = 0
-    /// Outputs of each shard while a catch-up poll is applied, produced from this thread after it.
+
+    /// One poll's decoded events (per shard), where each of its partition runs ended, and the
+    /// outputs of applying them.
+    private final class Batch: @unchecked Sendable {
+        let runs: PendingRuns
+        /// Each shard's outputs while a catch-up poll is applied, produced from the pipeline
+        /// thread after it (`settle`).
+        let outputs: [OutputBuffer]
+        /// Where each run of a partition ended: recorded (`commit`) once the events are applied.
+        var ends: [RunEnd] = []
+        /// When the poll's records were read: the decoder's "now" and each trigger's emitted_at.
+        var nowMs: Int64 = 0
+
+        init(shards: Int) {
+            runs = PendingRuns(shards: shards)
+            outputs = (0..<shards).map { _ in OutputBuffer() }
+        }
+    }
     private final class OutputBuffer: @unchecked Sendable { var outputs: [EngineOutput] = [] }
-    private let shardOutputs: [OutputBuffer]
+    private struct RunEnd {
+        var partition: PartitionID
+        var next: Int64
+        /// False while the partition is rebuilt below the group's committed offset.
+        var store: Bool
+    }
+    /// The poll being read; the batch the shard threads are applying (nil when none); the other
+    /// batch when none is (two batches take turns).
+    private var filling: Batch
+    private var inFlight: Batch?
+    private var spare: Batch?
+
     /// Below this many events (~7 ms of engine work) a poll is applied on this thread alone.
-    /// Forking pays off when catching up (polls of up to `processing.batch_size` records); under
-    /// live load a poll holds a few hundred events, and a fork makes each of them wait for the
-    /// slowest thread to be scheduled: at 48k events/s on this 2-core machine, with a threshold of
-    /// 256, the p99 event-to-trigger latency was 52-75 ms with two threads against 34-90 ms
-    /// with one (three pairs), no gain for the risk.
+    /// Handing a poll to the shard threads pays off when catching up (polls of up to
+    /// `processing.batch_size` records); under live load a poll holds a few hundred events, and
+    /// handing them over makes each wait for another thread to be scheduled: at 48k events/s on
+    /// this 2-core machine, with a threshold of 256, the p99 event-to-trigger latency was 52-75
+    /// ms with two threads against 34-90 ms with one (three pairs), no gain for the risk.
     private static let parallelMinimum = 2048
 
-    /// Applies the events of this poll and produces what they caused.
+    /// After a poll, with the engines still (`collect`): a poll below `parallelMinimum` events
+    /// (live load) is applied on this thread now, each output produced as it comes, so that a
+    /// trigger leaves as soon as its event is applied.
     ///
-    /// A poll below `parallelMinimum` events (live load) is applied on this thread, and each
-    /// output produced as it comes: a trigger leaves as soon as its event is applied.
-    ///
-    /// A larger poll (catching up) is applied by every shard's thread at once, and the outputs
-    /// are kept and produced after the apply, shard by shard (order matters only within a
-    /// partition, and a partition belongs to one shard). Produced one at a time while the engine
-    /// ran, ~80k triggers per million events each woke librdkafka's producer thread for a batch
-    /// of one or two records; in bursts, that thread's CPU per million events went from 1.4 s to
-    /// 0.4 s and the broker's from 0.8 s to 0.3 s (one processing thread; Benchmarks/README.md,
-    /// fifth session).
-    ///
-    /// Offsets recorded for these events (`endRun`) are read only after this: by the tracker
-    /// when the loop turn closes, and by checkpoints, rebalances and reloads, which all call this
-    /// first.
-    private func applyPending() {
-        guard pending.total > 0 else { return }
-        let now = pendingNowMs
-        let engines = shards.engines
-        let runs = pending
-        defer { runs.removeAll() }
-        if runs.total < Self.parallelMinimum {
-            counters.threadEvents[0] += Int64(runs.total)
-            for k in engines.indices { Self.apply(runs, shard: k, to: engines[k]) { route($0, nowMs: now) } }
-            return
-        }
-        let buffers = shardOutputs
-        if shards.count == 1 {
-            counters.threadEvents[0] += Int64(runs.total)
-            Self.apply(runs, shard: 0, to: engines[0]) { buffers[0].outputs.append($0) }
-        } else {
-            counters.parallelPolls += 1
-            for k in engines.indices { counters.threadEvents[k] += Int64(runs.count(shard: k)) }
-            workers.run { k in
-                let out = buffers[k]
-                Self.apply(runs, shard: k, to: engines[k]) { out.outputs.append($0) }
+    /// A larger poll (catching up) is handed to the shard threads, each applying its shard's
+    /// runs. Meanwhile this thread produces the outputs of the batch applied before (`done`),
+    /// then reads and decodes the next poll; the next loop turn waits for the shard threads,
+    /// records the offsets (`collect`) and produces the outputs, shard by shard (order matters
+    /// only within a partition, and a partition belongs to one shard). Reading the next poll and
+    /// producing alongside took the catch-up rate from 230k to ... events/s with one processing
+    /// thread and from 256k to ... with two (Benchmarks/README.md, fifth session). Outputs
+    /// produced in bursts after the apply, not one at a time while the engine ran, also cost
+    /// librdkafka's producer thread 0.4 s of CPU per million events instead of 1.4 s (~80k
+    /// triggers, each had woken it for a batch of one or two records) and the broker 0.3 s
+    /// instead of 0.8 s.
+    private func dispatch(after done: Batch?) {
+        let b = filling
+        guard b.runs.total >= Self.parallelMinimum, let next = done ?? spare else {
+            if let done {
+                produceOutputs(of: done)
+                spare = done
             }
+            return applyPending()
         }
-        for out in buffers where !out.outputs.isEmpty {
-            for o in out.outputs { route(o, nowMs: now) }
+        counters.parallelPolls += 1
+        for k in 0..<shards.count { counters.threadEvents[k + 1] += Int64(b.runs.count(shard: k)) }
+        let engines = shards.engines
+        workers.start { k in Self.apply(b.runs, shard: k, to: engines[k]) { b.outputs[k].outputs.append($0) } }
+        inFlight = b
+        filling = next
+        spare = nil
+        // `next` is reused for the next poll only once its outputs are out, here.
+        if let done { produceOutputs(of: done) }
+    }
+
+    /// Waits for the batch the shard threads are applying, if any, and records where its runs
+    /// ended; returns it, its outputs still to produce (`produceOutputs`).
+    private func collect() -> Batch? {
+        guard let b = inFlight else { return nil }
+        workers.wait()
+        inFlight = nil
+        b.runs.removeAll()
+        commit(b)
+        return b
+    }
+
+    private func produceOutputs(of b: Batch) {
+        for out in b.outputs where !out.outputs.isEmpty {
+            for o in out.outputs { route(o, nowMs: b.nowMs) }
             out.outputs.removeAll(keepingCapacity: true)
         }
+    }
+
+    /// Waits for the batch the shard threads are applying, if any; records where its runs ended
+    /// and produces its outputs. Everything outside the loop turn's still part that reads or
+    /// changes an engine calls this first.
+    private func settle() {
+        guard let b = collect() else { return }
+        produceOutputs(of: b)
+        spare = b
+    }
+
+    /// Applies the events polled so far on this thread now (after the batch in flight, if any),
+    /// producing each output as it comes. Rebalances call this before partitions leave.
+    private func applyPending() {
+        settle()
+        let b = filling
+        if b.runs.total > 0 {
+            counters.threadEvents[0] += Int64(b.runs.total)
+            let engines = shards.engines
+            for k in engines.indices { Self.apply(b.runs, shard: k, to: engines[k]) { route($0, nowMs: b.nowMs) } }
+            b.runs.removeAll()
+        }
+        commit(b)
     }
 
     /// Applies shard `k`'s runs to its engine; the outputs of silent runs (a rebuild below the
@@ -454,18 +526,27 @@ public final class Pipeline: RebalanceListener {
         }
     }
 
+    /// The current run of a partition ends (another partition's record, or the end of the
+    /// poll): where it ended is recorded with the batch, and taken into account (`commit`) once
+    /// its events are applied and their outputs produced.
     private func endRun() {
         guard runNext >= 0 else { return }
         // While rebuilding, no offset is stored: the group's committed offset stays where the
         // member that processed those records left it (a crash restarts the rebuild).
-        if runSilentUntil < 0 || runNext > runSilentUntil {
-            tracker.processed(topic: runTopic, partition: runPartition, offset: runNext - 1)
-        }
-        let name = runPartitionID.description
-        counters.positions[name] = runNext
-        nextOffsets[runPartitionID] = runNext
-        counters.partitionsAtEOF.remove(name)
+        filling.ends.append(RunEnd(partition: runPartitionID, next: runNext, store: runSilentUntil < 0 || runNext > runSilentUntil))
+        counters.partitionsAtEOF.remove(runPartitionID.description)
         runNext = -1
+    }
+
+    /// The batch's events are applied: its offsets go to the tracker in this loop turn (with the
+    /// outputs they caused), to checkpoints and to the consumer-lag figures.
+    private func commit(_ b: Batch) {
+        for e in b.ends {
+            if e.store { tracker.processed(topic: e.partition.topic, partition: e.partition.partition, offset: e.next - 1) }
+            counters.positions[e.partition.description] = e.next
+            nextOffsets[e.partition] = e.next
+        }
+        b.ends.removeAll(keepingCapacity: true)
     }
 
     private func route(_ output: EngineOutput, nowMs: Int64) {
@@ -753,8 +834,13 @@ public final class Pipeline: RebalanceListener {
         systemd.notify("STOPPING=1\nSTATUS=stopping: flushing output, checkpointing, committing")
         let deadline = config.shutdown.deadlineMs
         logger.info("stopping: flushing output and committing offsets")
+        // The batch still on the shard threads: its outputs and offsets in a turn of their own.
+        currentSeq = tracker.open()
+        settle()
+        tracker.close()
         drainAndCommit(deadlineMs: deadline)
         consumer.close()          // the final revoke runs partitionsRevoked
+        readEngineCounters()
         publish()
         // Destroy the clients now, not whenever the Pipeline object goes away.
         consumer = nil
@@ -766,7 +852,8 @@ public final class Pipeline: RebalanceListener {
         return .stopped
     }
 
-    private func publish() {
+    /// The engines' figures for `publish`, read while no batch is in flight (`settle`).
+    private func readEngineCounters() {
         counters.customers = shards.customerCount
         counters.segmentSizes = shards.segmentSizes
         counters.segmentTransitions = shards.transitionCounts
@@ -775,6 +862,9 @@ public final class Pipeline: RebalanceListener {
             if let stats = shards.stats(p) { c.addCounters(stats) }
             counters.partitionCounters[p] = c
         }
+    }
+
+    private func publish() {
         counters.assignedPartitions = consumer?.assignment.count ?? 0
         let now = WallClock.monotonicNs()
         if let consumer, now - lastLagNs >= 1_000_000_000 {
@@ -792,6 +882,7 @@ public final class Pipeline: RebalanceListener {
     // MARK: - RebalanceListener
 
     public func partitionsAssigned(_ consumer: KafkaConsumer, _ partitions: [TopicPartitionOffset]) -> [TopicPartitionOffset]? {
+        settle()  // engines gain partitions below
         var seeks: [TopicPartitionOffset] = []
         // Per entry of `seeks`: the offset its restored state reflects, nil without local state.
         var restoredNext: [Int64?] = []

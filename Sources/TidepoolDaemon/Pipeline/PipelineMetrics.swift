@@ -29,10 +29,11 @@ public struct PipelineCounters: Sendable, Equatable {
     public var deliveryFailures: Int64 = 0
     public var consumerErrors: Int64 = 0
     public var batches: Int64 = 0
-    /// Events applied by each processing thread (`processing.threads`; 0 is the pipeline thread,
-    /// which applies small polls alone).
+    /// Events applied by each thread: 0 is the pipeline thread, which applies polls below 2,048
+    /// events alone; 1 + k is shard k's thread (`tp-shard-k`, `processing.threads` of them),
+    /// which applies its shard's part of larger polls.
     public var threadEvents: [Int64] = []
-    /// Polls whose events were applied on several threads at once.
+    /// Polls whose events were handed to the shard threads.
     public var parallelPolls: Int64 = 0
     /// Records replayed to rebuild the state of partitions this member had no state for, below
     /// the group's committed offset (applied, nothing produced).
@@ -76,6 +77,13 @@ public struct PipelineCounters: Sendable, Equatable {
     public var deadLetters: Int64 { deadLettersByReason.reduce(0, +) }
     /// Every record consumed, valid or not.
     public var recordsIn: Int64 { eventsIn + deadLetters }
+    /// Valid events the engines have taken, as of the figures published last: applied,
+    /// duplicates, erasures and events of erased customers dropped. Equal to `eventsIn` once no
+    /// poll is left to apply; behind it while a catch-up poll is on the shard threads (events are
+    /// counted in when decoded).
+    public var eventsTaken: Int64 {
+        partitionCounters.values.reduce(0) { $0 + $1.applied + $1.duplicates + $1.erased + $1.droppedAfterErasure }
+    }
 
     public func deadLetters(_ r: DeadLetterReason) -> Int64 { deadLettersByReason[r.index] }
     public func events(_ t: EventType) -> Int64 { eventsByType[Int(t.rawValue)] }

@@ -2,31 +2,34 @@ import Dispatch
 import Foundation
 import TidepoolStore
 
-/// Fork and join over the shards (`EngineShards`): `run` calls its body once per shard, shard 0
-/// on the calling thread and each other shard on a thread of its own, and returns when every call
-/// has returned. The threads live as long as this object and sleep between runs.
+/// One thread per shard (`EngineShards`), named `tp-shard-K`: `start` hands every thread its
+/// call and returns at once, `wait` returns when every call has returned. The pipeline starts a
+/// catch-up poll's events on them and reads the next poll meanwhile (`Pipeline.dispatch`). The
+/// threads live as long as this object and sleep between runs.
 ///
 /// Why not `DispatchQueue.concurrentPerform`: its pool threads change from one call to the next,
-/// so a shard's customers would not stay in the cache of one core, and the pool may run the calls
-/// one after another on a busy machine without saying so. Here shard k always runs on its thread.
+/// so a shard's customers would not stay in the cache of one core, it cannot return before the
+/// calls do, and the pool may run the calls one after another on a busy machine without saying
+/// so. Here shard k always runs on its thread.
 final class ShardWorkers: @unchecked Sendable {
     private final class Worker: @unchecked Sendable {
         let start = DispatchSemaphore(value: 0)
         let done = DispatchSemaphore(value: 0)
-        /// Set by `run` before `start` is signalled, cleared after `done`: the semaphores order
-        /// every access.
+        /// Set by `start` before the semaphore is signalled, cleared by `wait` after `done`: the
+        /// semaphores order every access.
         var job: ((Int) -> Void)?
         var stopping = false
     }
 
     private let workers: [Worker]
+    /// A run was started and not waited for (touched by the starting thread only).
+    private(set) var running = false
 
-    /// `shards`: how many calls each `run` makes (`shards - 1` threads).
+    /// `shards` threads, one per shard.
     init(shards: Int, name: String = "tp-shard") {
         precondition(shards >= 1)
-        workers = (1..<shards).map { _ in Worker() }
-        for (i, w) in workers.enumerated() {
-            let shard = i + 1
+        workers = (0..<shards).map { _ in Worker() }
+        for (shard, w) in workers.enumerated() {
             let thread = Thread {
                 nameCurrentThread("\(name)-\(shard)")  // what `top -H` shows
                 while true {
@@ -47,21 +50,35 @@ final class ShardWorkers: @unchecked Sendable {
         }
     }
 
-    var shards: Int { workers.count + 1 }
+    var shards: Int { workers.count }
 
-    /// Calls `body(k)` for every shard k at once and returns when all have returned. `body` must
-    /// only touch what belongs to shard k (its engine, its buffers).
+    /// Calls `body(k)` on shard k's thread for every shard and returns without waiting. `body`
+    /// must only touch what belongs to shard k (its engine, its buffers), and the caller must not
+    /// touch those until `wait()` has returned. One run at a time.
+    func start(_ body: @escaping (Int) -> Void) {
+        precondition(!running, "ShardWorkers.start while a run is in progress")
+        running = true
+        for w in workers {
+            w.job = body
+            w.start.signal()
+        }
+    }
+
+    /// Returns when every call of the run started last has returned (at once when none is).
+    func wait() {
+        guard running else { return }
+        for w in workers {
+            w.done.wait()
+            w.job = nil
+        }
+        running = false
+    }
+
+    /// `start` and `wait`: every shard at once, the caller waiting.
     func run(_ body: (Int) -> Void) {
         withoutActuallyEscaping(body) { body in
-            for w in workers {
-                w.job = body
-                w.start.signal()
-            }
-            body(0)
-            for w in workers {
-                w.done.wait()
-                w.job = nil
-            }
+            start(body)
+            wait()
         }
     }
 }
