@@ -451,8 +451,10 @@ public final class Pipeline: RebalanceListener {
     /// then reads and decodes the next poll; the next loop turn waits for the shard threads,
     /// records the offsets (`collect`) and produces the outputs, shard by shard (order matters
     /// only within a partition, and a partition belongs to one shard). Reading the next poll and
-    /// producing alongside took the catch-up rate from 230k to ... events/s with one processing
-    /// thread and from 256k to ... with two (Benchmarks/README.md, fifth session). Outputs
+    /// producing alongside took the peer workload's catch-up rate from 230-244k to 268-292k
+    /// events/s with one processing thread and from 256-290k to 293-317k with two, the pipeline
+    /// thread now using 1.5-1.9 s of CPU per million events against 2.6-2.9 s for the engines
+    /// (Benchmarks/README.md, fifth session). Outputs
     /// produced in bursts after the apply, not one at a time while the engine ran, also cost
     /// librdkafka's producer thread 0.4 s of CPU per million events instead of 1.4 s (~80k
     /// triggers, each had woken it for a batch of one or two records) and the broker 0.3 s
