@@ -349,7 +349,6 @@ public final class Pipeline: RebalanceListener {
         if let err = msg.error {
             if msg.isPartitionEOF {
                 if runSilentUntil >= 0 && msg.offset >= runSilentUntil { finishRebuild(at: msg.offset) }
-                counters.partitionsAtEOF.insert(runPartitionID.description)
                 idle.insert(runPartitionID)
             } else {
                 counters.consumerErrors += 1
@@ -536,7 +535,6 @@ public final class Pipeline: RebalanceListener {
         // While rebuilding, no offset is stored: the group's committed offset stays where the
         // member that processed those records left it (a crash restarts the rebuild).
         filling.ends.append(RunEnd(partition: runPartitionID, next: runNext, store: runSilentUntil < 0 || runNext > runSilentUntil))
-        counters.partitionsAtEOF.remove(runPartitionID.description)
         runNext = -1
     }
 
@@ -998,7 +996,6 @@ public final class Pipeline: RebalanceListener {
             if let stats = shards.stats(p) { retiredCounters[p, default: PartitionStats()].addCounters(stats) }
             shards.release(p)
             counters.positions[p.description] = nil
-            counters.partitionsAtEOF.remove(p.description)
         }
     }
 

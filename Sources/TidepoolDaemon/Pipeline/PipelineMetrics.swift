@@ -40,9 +40,8 @@ public struct PipelineCounters: Sendable, Equatable {
     public var rebuildRecords: Int64 = 0
     public var customers: Int = 0
     public var assignedPartitions: Int = 0
-    /// Next offset to process per partition ("topic[p]" -> offset) and partitions at their end.
+    /// Next offset to process per partition ("topic[p]" -> offset).
     public var positions: [String: Int64] = [:]
-    public var partitionsAtEOF: Set<String> = []
     public var offsetsStored: Int64 = 0
     public var commits: Int64 = 0
     public var checkpoints: Int64 = 0
