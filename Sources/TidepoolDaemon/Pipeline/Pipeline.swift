@@ -249,8 +249,7 @@ public final class Pipeline: RebalanceListener {
             // order).
             var done = collect()
             if let d = done, (config.idleAdvance && !idle.isEmpty) || jobs.withLock({ !$0.isEmpty }) {
-                produceOutputs(of: d)
-                spare = d
+                release(d)
                 done = nil
             }
             if config.idleAdvance { advanceIdlePartitions(wallMs: turnNow ?? clock()) }
@@ -461,10 +460,7 @@ public final class Pipeline: RebalanceListener {
     private func dispatch(after done: Batch?) {
         let b = filling
         guard b.runs.total >= Self.parallelMinimum, let next = done ?? spare else {
-            if let done {
-                produceOutputs(of: done)
-                spare = done
-            }
+            if let done { release(done) }
             return applyPending()
         }
         counters.parallelPolls += 1
@@ -489,6 +485,12 @@ public final class Pipeline: RebalanceListener {
         return b
     }
 
+    /// Produces an applied batch's outputs and keeps it for the next poll.
+    private func release(_ b: Batch) {
+        produceOutputs(of: b)
+        spare = b
+    }
+
     private func produceOutputs(of b: Batch) {
         for out in b.outputs where !out.outputs.isEmpty {
             for o in out.outputs { route(o, nowMs: b.nowMs) }
@@ -500,9 +502,7 @@ public final class Pipeline: RebalanceListener {
     /// and produces its outputs. Everything outside the loop turn's still part that reads or
     /// changes an engine calls this first.
     private func settle() {
-        guard let b = collect() else { return }
-        produceOutputs(of: b)
-        spare = b
+        if let b = collect() { release(b) }
     }
 
     /// Applies the events polled so far on this thread now (after the batch in flight, if any),

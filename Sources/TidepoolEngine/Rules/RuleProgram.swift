@@ -32,7 +32,6 @@ struct RuleProgram: Sendable, Equatable {
     enum Op: Sendable, Equatable {
         case constant(Double)
         case leaf(Leaf)
-        case since
         case toMoney
         case inSegment(Int)
         /// Also records its result as atom `atom` (see `FlipTiming`).
@@ -112,10 +111,9 @@ struct RuleProgram: Sendable, Equatable {
                 case .bool(let b): push(.constant(b ? 1 : 0), 1)
                 case .missing, .text: push(.constant(.nan), 1)
                 }
-            case .since(let x):
-                if let l = leaf(e) { push(.leaf(l), 1) } else { emit(x); push(.since, 0) }
             case .inSegment(let i): push(.inSegment(i), 1)
-            case .count, .sum, .orders, .spend, .first, .last, .distinctChannels, .ownedShare, .rfm, .lifecycle:
+            case .count, .sum, .orders, .spend, .first, .last, .since, .distinctChannels, .ownedShare, .rfm, .lifecycle:
+                // (The checker lets `since` take only first() or last(), the one source of times.)
                 push(.leaf(leaf(e)!), 1)
             case .compare(let op, let a, let b):
                 if let (l, op, k) = test(op, a, b) ?? test(op.mirrored, b, a) {
@@ -221,7 +219,6 @@ struct RuleProgram: Sendable, Equatable {
                 stack[sp] = value(l, a, now: now, channels: channels, models: models, returnedAtMs: returnedAtMs,
                                   counts: counts, sums: sums)
                 sp += 1
-            case .since: stack[sp - 1] = Double(now) - stack[sp - 1]
             case .toMoney: stack[sp - 1] = (stack[sp - 1] * Double(Money.scale)).rounded()
             case .inSegment(let i): stack[sp] = memberships & (1 << UInt64(i)) != 0 ? 1 : 0; sp += 1
             case .compare(let op, let atom):
