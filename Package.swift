@@ -78,7 +78,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "tidepool-bench",
-            dependencies: ["TidepoolEngine", "TidepoolStore"],
+            dependencies: ["TidepoolEngine", "TidepoolStore", "CMemory"],
             path: "Benchmarks/tidepool-bench"
         ),
         .executableTarget(

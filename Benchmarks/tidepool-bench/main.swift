@@ -3,6 +3,7 @@
 import Foundation
 import TidepoolEngine
 import TidepoolStore
+import CMemory
 
 func nowNs() -> UInt64 {
     var ts = timespec()
@@ -39,10 +40,11 @@ let n = args.count > 1 ? Int(args[1]) ?? 2_000_000 : 2_000_000
 /// `BENCH_ONLY=checkpoint`: the replay, then straight to the checkpoint figures (section 5);
 /// `BENCH_ONLY=campaigns`: only the replay with the three example campaigns (section 4b);
 /// `BENCH_ONLY=threads`: the replay, then one engine on one thread against two on two (4c);
+/// `BENCH_ONLY=heavy`: only the memory of a 50-event customer (section 4a);
 /// `BENCH_ONLY=scale`: only memory per customer at `args[2]` customers (default 10M; 4d), in a
 /// process of its own (`Benchmarks/run` runs it after the rest).
 let only = ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? ""
-let engineOnly = only == "engine" || only == "checkpoint" || only == "campaigns" || only == "threads" || only == "scale"
+let engineOnly = only == "engine" || only == "checkpoint" || only == "campaigns" || only == "threads" || only == "scale" || only == "heavy"
 
 // The reference event: a purchase of ~150 bytes, as producers send it.
 let distinct = 10_000
@@ -146,7 +148,7 @@ let typesMix: [EventType] = [.pageView, .pageView, .pageView, .productView, .add
 let channelMix = ["website", "app", "mini_program", "wecom", "tmall", "jd"]
 // 4a. Memory of a "typical" heavy customer (measured first, while resident memory only grows): 50 events spread over the longest window (365d),
 //    purchases with order ids, several channels, all ten segments evaluated.
-if !engineOnly {
+if !engineOnly || only == "heavy" {
     let heavyPartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
     let heavyCustomers = 20_000
     let perCustomer = 50
@@ -174,7 +176,7 @@ if !engineOnly {
             parts[0] += Double(a.bucketBytes)
             parts[1] += Double(a.firstLast.count * MemoryLayout<FirstLast>.stride)
             parts[2] += Double(a.recentIDs.count * MemoryLayout<(UInt64, Int64)>.stride)
-            parts[3] += Double(a.orders.count * MemoryLayout<OrderRecord>.stride)
+            parts[3] += Double(a.orderBytes)
             parts[4] += Double(a.sectionBytes)
         }
     }
@@ -183,6 +185,8 @@ if !engineOnly {
     print("  of which: record \(MemoryLayout<CustomerRecord>.stride) B, buckets \(Int(parts[0] / nh)) B, first/last \(Int(parts[1] / nh)) B, "
           + "recent ids \(Int(parts[2] / nh)) B, orders \(Int(parts[3] / nh)) B, room for growth \(Int((parts[4] - used) / nh)) B, "
           + "next flips \(8 * segmentSet.segments.count) B, + 48 B array overhead (the resident figure above also counts malloc's slack)")
+    print("  malloc: \(Int(Double(tp_heap_bytes_in_use()) / nh)) B in use and \(Int(Double(tp_heap_bytes_free()) / nh)) B free in the heap per customer (whole process)")
+    if only == "heavy" { exit(0) }
 }
 var rng = SplitMixBench(state: 7)
 let baseTime: Int64 = 1_790_000_000_000

@@ -18,6 +18,8 @@ final class AggregatePropertyTests: XCTestCase {
         var recent: [(UInt64, Int64)] = []
 
         mutating func apply(_ e: TouchpointEvent, orderKey: UInt64?, eventKey: UInt64, channel: UInt8, stream: Int64, config: AggregateConfig) -> Bool {
+            // Ids of events before stream time minus the horizon are forgotten.
+            recent.removeAll { $0.1 < stream - config.dedupeHorizonMs }
             if recent.contains(where: { $0.0 == eventKey && abs($0.1 - e.timestampMs) <= config.dedupeHorizonMs }) { return false }
             recent.append((eventKey, e.timestampMs))
             if recent.count > config.dedupeDepth { recent.removeFirst() }
@@ -212,7 +214,7 @@ final class AggregatePropertyTests: XCTestCase {
     }
 
     /// A first/last entry keeps its key and both times exactly over the whole range event times
-    /// can take, in 16 bytes; a customer record has no padding.
+    /// can take, in 16 bytes; a customer record has no padding and fills two cache lines.
     func testFirstLastPacksKeyAndTimesAndRecordsStayCompact() {
         for (key, first, last) in [(UInt8(0), Int64(0), Int64(0)), (255, Timestamp.maxMs, Timestamp.maxMs), (64 + 7, 1_790_000_000_123, 1_790_000_999_999),
                                    (3, -86_400_000, 5)] {
@@ -225,7 +227,64 @@ final class AggregatePropertyTests: XCTestCase {
             XCTAssertEqual(f.first, first / 2)
         }
         XCTAssertEqual(MemoryLayout<FirstLast>.stride, 16)
-        XCTAssertEqual(MemoryLayout<CustomerRecord>.stride, 144)
+        XCTAssertEqual(MemoryLayout<CustomerAggregates>.size, 64)
+        XCTAssertEqual(MemoryLayout<CustomerRecord>.stride, 128, "two cache lines")
+    }
+
+    /// A re-delivered event is dropped while its original is within the horizon of stream time,
+    /// and applied again once stream time has moved past it; a customer seen once a week keeps
+    /// one id, not eight.
+    func testRecentIDsAreForgottenBehindTheHorizonOfStreamTime() {
+        let weekly = AggregateConfig(dedupeHorizonMs: 7 * AggregateConfig.dayMs, dedupeDepth: 8)
+        let ch = ChannelTable(weekly)
+        var a = CustomerAggregates()
+        let t0: Int64 = 1_790_000_000_000
+        func send(_ id: String, at ts: Int64, stream: Int64) -> CustomerAggregates.Outcome {
+            let e = TouchpointEvent(eventID: id, customerID: "c", type: .pageView, channel: "app", timestampMs: ts)
+            return a.apply(e, channel: ch.index(of: "app"), orderKey: nil, eventKey: StableHash.hash64(id.utf8),
+                           streamTimeMs: stream, config: weekly, channels: ch)
+        }
+        XCTAssertEqual(send("e1", at: t0, stream: t0), .applied)
+        // Yesterday's event sent again today: remembered.
+        XCTAssertEqual(send("e1", at: t0, stream: t0 + AggregateConfig.dayMs), .duplicate)
+        // At exactly the horizon still remembered; one millisecond later forgotten, and applied.
+        XCTAssertEqual(send("e1", at: t0, stream: t0 + 7 * AggregateConfig.dayMs), .duplicate)
+        XCTAssertEqual(send("e1", at: t0, stream: t0 + 7 * AggregateConfig.dayMs + 1), .applied)
+        XCTAssertEqual(a.lifetimeEvents, 2)
+        // Ten weekly events: each forgets the one before.
+        for k in 1...10 {
+            let ts = t0 + Int64(k) * 8 * AggregateConfig.dayMs
+            XCTAssertEqual(send("w\(k)", at: ts, stream: ts), .applied)
+        }
+        XCTAssertEqual(a.recentIDs.count, 1)
+        XCTAssertEqual(a.recentIDs.first?.1, t0 + 80 * AggregateConfig.dayMs)
+        // Eight events in one day: all eight kept (the depth), the ninth pushes out the oldest.
+        let day = t0 + 100 * AggregateConfig.dayMs
+        for k in 0..<9 { XCTAssertEqual(send("d\(k)", at: day + Int64(k), stream: day + Int64(k)), .applied) }
+        XCTAssertEqual(a.recentIDs.count, 8)
+        XCTAssertEqual(send("d0", at: day, stream: day + 9), .applied, "beyond the depth")
+        XCTAssertEqual(send("d8", at: day + 8, stream: day + 9), .duplicate)
+    }
+
+    /// The lifetime owned and platform counts are 32 bits: past 2^32 - 1 both halve, and the
+    /// lifetime owned share stays what it was (to within an event).
+    func testChannelCountsHalveTogetherAndKeepTheirRatio() {
+        var a = CustomerAggregates()
+        a.setChannelCounts(owned: Int64(UInt32.max) - 1, platform: 1_000_000_000)
+        let share = a.lifetimeOwnedShare!
+        let owned = channels.index(of: "app")
+        for k in 0..<3 {
+            let e = TouchpointEvent(eventID: "e\(k)", customerID: "c", type: .pageView, channel: "app", timestampMs: 1_790_000_000_000 + Int64(k))
+            XCTAssertEqual(a.apply(e, channel: owned, orderKey: nil, eventKey: UInt64(k + 1), streamTimeMs: e.timestampMs, config: config, channels: channels), .applied)
+        }
+        // max - 1, then max, then both halved and one more, then one more.
+        XCTAssertEqual(a.ownedEvents, Int64(UInt32.max / 2 + 2))
+        XCTAssertEqual(a.platformEvents, 500_000_000)
+        XCTAssertEqual(a.lifetimeOwnedShare!, share, accuracy: 1e-9)
+        // A decoded or merged count beyond 32 bits halves both as often as it takes.
+        a.setChannelCounts(owned: 6 * Int64(UInt32.max), platform: 2 * Int64(UInt32.max))
+        XCTAssertLessThanOrEqual(a.ownedEvents, Int64(UInt32.max))
+        XCTAssertEqual(Double(a.ownedEvents) / Double(a.platformEvents), 3, accuracy: 1e-6)
     }
 }
 

@@ -5,14 +5,14 @@ import XCTest
 final class AggregateSectionsTests: XCTestCase {
     func testEachSectionChangesWithoutDisturbingTheOthers() {
         var s = AggregateSections()
-        var ids: [RecentID] = [], fls: [FirstLast] = [], orders: [OrderRecord] = [], buckets: [UInt64] = []
+        var ids: [RecentID] = [], fls: [FirstLast] = [], orders: [PackedOrder] = [], buckets: [UInt64] = []
         func check(_ step: String) {
             XCTAssertEqual(s.array(.recentIDs, as: RecentID.self).map(\.hash), ids.map(\.hash), step)
             XCTAssertEqual(s.array(.recentIDs, as: RecentID.self).map(\.timeMs), ids.map(\.timeMs), step)
             XCTAssertEqual(s.array(.firstLast, as: FirstLast.self), fls, step)
-            XCTAssertEqual(s.array(.orders, as: OrderRecord.self), orders, step)
+            XCTAssertEqual(s.array(.orders, as: PackedOrder.self), orders, step)
             XCTAssertEqual(s.array(.buckets, as: UInt64.self), buckets, step)
-            XCTAssertEqual(s.words.count, 2 * ids.count + 2 * fls.count + 3 * orders.count + buckets.count, step)
+            XCTAssertEqual(s.words.count, 2 * ids.count + 2 * fls.count + 2 * orders.count + buckets.count, step)
         }
         var rng = SeededRNG(5)
         for step in 0..<400 {
@@ -23,7 +23,7 @@ final class AggregateSectionsTests: XCTestCase {
                 let at = buckets.isEmpty ? 0 : Int(rng.next() % UInt64(buckets.count + 1))
                 s.insert(b, in: .buckets, at: at); buckets.insert(b, at: at)
             case 1:
-                let o = OrderRecord(orderKey: k, hour: UInt32(step), channel: 1, remaining: -Int64(step))
+                let o = PackedOrder(OrderRecord(orderKey: k &* 0x9E37_79B9_7F4A_7C15, hour: UInt32(step), channel: 1, remaining: Int64(step)))
                 s.append(o, to: .orders); orders.append(o)
             case 2:
                 let f = FirstLast(key: UInt8(step % 128), first: Int64(step), last: Int64(step) * 7)
@@ -50,6 +50,45 @@ final class AggregateSectionsTests: XCTestCase {
             check("step \(step)")
         }
         XCTAssertFalse(buckets.isEmpty && orders.isEmpty && fls.isEmpty, "the walk exercised the sections")
+    }
+
+    /// An order keeps 58 bits of its key, its channel, hour and remaining amount over their whole
+    /// ranges in 16 bytes; a purchase that does not fit is not remembered, and its refund counts
+    /// as one of an unknown order.
+    func testPackedOrdersRoundTripAndOrdersThatDoNotFitAreNotRemembered() {
+        XCTAssertEqual(MemoryLayout<PackedOrder>.stride, 16)
+        for (key, hour, channel, remaining) in [(UInt64.max, UInt32((1 << 22) - 1), UInt8(63), Int64((1 << 42) - 1)),
+                                                (0, 0, 0, 0), (0x1234_5678_9ABC_DEF0, 493_000, 5, 1_299_000)] {
+            var o = PackedOrder(OrderRecord(orderKey: key, hour: hour, channel: channel, remaining: remaining))
+            XCTAssertEqual(o.record, OrderRecord(orderKey: key & ~63, hour: hour, channel: channel, remaining: remaining))
+            o.remaining = remaining / 3
+            XCTAssertEqual(o.record, OrderRecord(orderKey: key & ~63, hour: hour, channel: channel, remaining: remaining / 3))
+        }
+        XCTAssertFalse(PackedOrder.fits(hour: 1 << 22, remaining: 0))
+        XCTAssertFalse(PackedOrder.fits(hour: 0, remaining: 1 << 42))
+        XCTAssertFalse(PackedOrder.fits(hour: 0, remaining: -1))
+
+        let config = AggregateConfig()
+        let channels = ChannelTable(config)
+        let t0: Int64 = 1_790_000_000_000
+        var a = CustomerAggregates()
+        func send(_ id: String, _ type: EventType, _ units: Int64, order: String, at ts: Int64) {
+            let e = TouchpointEvent(eventID: id, customerID: "c", type: type, channel: "app", timestampMs: ts,
+                                    amount: Money(units: units), currency: "CNY")
+            _ = a.apply(e, channel: channels.index(of: "app"), orderKey: StableHash.hash64(order.utf8), eventKey: StableHash.hash64(id.utf8),
+                        streamTimeMs: ts, config: config, channels: channels)
+        }
+        send("p1", .purchase, 1 << 42, order: "big", at: t0)                  // 439.8M yuan: not remembered
+        send("p2", .purchase, 500_000, order: "small", at: t0 + 1)
+        XCTAssertEqual(a.orders.map(\.remaining), [500_000])
+        send("r1", .refund, 100_000, order: "small", at: t0 + 3 * AggregateConfig.dayMs)
+        XCTAssertEqual(a.orders.map(\.remaining), [400_000], "found by its order id")
+        // The big order's refund is one of an unknown order: a full reversal at its own time.
+        send("r2", .refund, 1 << 42, order: "big", at: t0 + 3 * AggregateConfig.dayMs)
+        XCTAssertEqual(a.lifetimeOrders, 1)
+        XCTAssertEqual(a.lifetimeSpend, 400_000)
+        XCTAssertEqual(a.count(.purchase, window: AggregateConfig.dayMs, at: t0 + 3 * AggregateConfig.dayMs), -1)
+        XCTAssertEqual(a.count(.purchase, window: 7 * AggregateConfig.dayMs, at: t0 + 3 * AggregateConfig.dayMs), 1)
     }
 
     /// A bucket is one header word, plus an amount word when its amount is not zero; both read

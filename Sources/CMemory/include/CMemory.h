@@ -16,4 +16,9 @@ static inline void tp_prefetch(const void *p) {
  * which Swift cannot call. */
 void *tp_mremap_grow(void *old_address, size_t old_size, size_t new_size);
 
+/* Bytes of the glibc heap in use and free (mallinfo2's uordblks and fordblks), for the
+ * benchmark's memory breakdown. */
+size_t tp_heap_bytes_in_use(void);
+size_t tp_heap_bytes_free(void);
+
 #endif

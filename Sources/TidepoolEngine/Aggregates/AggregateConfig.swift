@@ -17,14 +17,17 @@ public struct AggregateConfig: Sendable, Equatable {
     public var ownedChannels: [String]
     public var platformChannels: [String]
     /// A repeated event_id is applied once when it arrives within this horizon (event time) of the
-    /// original and among the customer's last `dedupeDepth` events.
+    /// original and among the customer's last `dedupeDepth` events. Ids of events dated before
+    /// stream time minus the horizon are forgotten. Seven days by default: a producer's retries
+    /// and a batch of yesterday's orders sent again are caught, and a customer seen once a week
+    /// or less keeps one id.
     public var dedupeHorizonMs: Int64
     public var dedupeDepth: Int
 
     public init(windowsMs: [Int64] = [1, 7, 30, 90, 365].map { $0 * AggregateConfig.dayMs },
                 ownedChannels: [String] = ["website", "app", "mini_program", "wechat_oa", "wecom", "sms", "email", "offline_store"],
                 platformChannels: [String] = ["tmall", "jd", "douyin", "kuaishou", "taobao", "pinduoduo"],
-                dedupeHorizonMs: Int64 = AggregateConfig.dayMs, dedupeDepth: Int = 8) {
+                dedupeHorizonMs: Int64 = 7 * AggregateConfig.dayMs, dedupeDepth: Int = 8) {
         self.windowsMs = windowsMs
         self.ownedChannels = ownedChannels
         self.platformChannels = platformChannels

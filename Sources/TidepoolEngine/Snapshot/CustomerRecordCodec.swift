@@ -56,9 +56,9 @@ public enum CustomerRecordCodec {
                     w.u8(b.type); w.u8(b.channel); w.svar(Int64(b.count)); w.svar(b.amount)
                 }
             }
-            a.sections.read(.orders, as: OrderRecord.self) { orders in
+            a.sections.read(.orders, as: PackedOrder.self) { orders in
                 w.uvar(UInt64(orders.count))
-                for o in orders { w.u64(o.orderKey); w.svar(Int64(o.hour) - Int64(a.dailyBelow)); w.u8(o.channel); w.svar(o.remaining) }
+                for o in orders { w.u64(o.key); w.svar(Int64(o.hour) - Int64(a.dailyBelow)); w.u8(o.channel); w.svar(o.remaining) }
             }
             a.withFirstLast { firstLast in
                 w.uvar(UInt64(firstLast.count))
@@ -97,7 +97,7 @@ public enum CustomerRecordCodec {
         guard v == 1 || v == 2 else { throw DecodeError(message: "customer state format \(v), this build reads 1 to \(version)") }
         var a = CustomerAggregates()
         a.lifetimeEvents = try rd.i64(); a.lifetimeOrders = try rd.i64(); a.lifetimeSpend = try rd.i64()
-        a.ownedEvents = try rd.i64(); a.platformEvents = try rd.i64()
+        a.setChannelCounts(owned: try rd.i64(), platform: try rd.i64())
         a.channelsUsed = try rd.u64(); a.dailyBelow = try rd.u32()
         var r = CustomerRecord()
         r.memberships = try rd.u64(); r.evaluatedAtMs = try rd.i64(); r.dueMs = try rd.i64(); r.returnedAtMs = try rd.i64()
@@ -167,7 +167,7 @@ public enum CustomerRecordCodec {
         r.returnedAtMs = flags & 4 != 0 ? base &+ (try rd.svar()) : .min
         r.memberships = try rd.uvar()
         a.lifetimeEvents = try rd.svar(); a.lifetimeOrders = try rd.svar(); a.lifetimeSpend = try rd.svar()
-        a.ownedEvents = try rd.svar(); a.platformEvents = try rd.svar()
+        a.setChannelCounts(owned: try rd.svar(), platform: try rd.svar())
         a.channelsUsed = try rd.uvar()
         a.dailyBelow = try rd.u32var()
         let nb = try rd.count(minBytes: 4, "bucket")

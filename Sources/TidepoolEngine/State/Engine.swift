@@ -122,6 +122,10 @@ public struct CustomerRecord: Sendable {
     /// The checkpoint epoch in which this customer last changed (`PartitionState.epoch`; listed
     /// in `PartitionState.dirty`), 0 when unchanged since its state was last captured.
     var dirtyEpoch: UInt32 = 0
+    // The two flags sit beside the epoch, in what was padding: the record is 128 bytes, two
+    // cache lines (`CustomerAggregates`).
+    public var firstPurchaseFired = false
+    public var live = true
     /// Bit i: member of segment i.
     public var memberships: UInt64 = 0
     /// Time of the last evaluation (evaluation time never goes backwards for a customer).
@@ -139,8 +143,6 @@ public struct CustomerRecord: Sendable {
     var idHash: UInt64 = 0
     /// Campaign episodes, contact ledger, consent and time zone.
     public var contact = ContactState()
-    public var firstPurchaseFired = false
-    public var live = true
 }
 
 /// Counters of one partition.
