@@ -142,6 +142,22 @@ struct AggregateSections: Sendable {
         setCount(s, count(s) - k)
     }
 
+    /// Keeps the elements of section `s` for which `included` holds, in their order. Reads first:
+    /// when every element stays (the usual case) nothing is written.
+    @inline(__always)
+    mutating func keep<T>(_ s: Section, as: T.Type, where included: (T) -> Bool) {
+        guard let first = read(s, as: T.self, { $0.firstIndex { !included($0) } }) else { return }
+        let kept = modify(s, as: T.self) { e -> Int in
+            var n = first
+            for k in (first + 1)..<e.count where included(e[k]) {
+                e[n] = e[k]
+                n += 1
+            }
+            return n
+        }
+        truncate(s, to: kept)
+    }
+
     /// Keeps the first `n` elements of section `s`.
     mutating func truncate(_ s: Section, to n: Int) {
         if n < count(s) { remove(s, at: n, count: count(s) - n) }

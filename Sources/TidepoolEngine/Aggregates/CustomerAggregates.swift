@@ -264,17 +264,7 @@ public struct CustomerAggregates: Sendable, Equatable {
     /// Each id is dropped once, so this moves the customer's later words at most once per event.
     @inline(__always)
     mutating func forgetRecentIDs(before start: Int64) {
-        let stale = sections.read(.recentIDs, as: RecentID.self) { ids in ids.contains { $0.timeMs < start } }
-        guard stale else { return }
-        let kept = sections.modify(.recentIDs, as: RecentID.self) { ids -> Int in
-            var k = 0
-            for i in 0..<ids.count where ids[i].timeMs >= start {
-                if k != i { ids[k] = ids[i] }
-                k += 1
-            }
-            return k
-        }
-        sections.truncate(.recentIDs, to: kept)
+        sections.keep(.recentIDs, as: RecentID.self) { $0.timeMs >= start }
     }
 
     /// A refund takes its amount off the purchase it names (by order id) in that purchase's bucket;
@@ -434,17 +424,7 @@ public struct CustomerAggregates: Sendable, Equatable {
             return n
         }
         sections.truncate(.buckets, to: written)
-        if sections.count(.orders) > 0 {
-            let left = sections.modify(.orders, as: PackedOrder.self) { os -> Int in
-                var n = 0
-                for k in os.indices where os[k].hour >= dropBefore {
-                    os[n] = os[k]
-                    n += 1
-                }
-                return n
-            }
-            sections.truncate(.orders, to: left)
-        }
+        sections.keep(.orders, as: PackedOrder.self) { $0.hour >= dropBefore }
     }
 
     // MARK: - Queries
