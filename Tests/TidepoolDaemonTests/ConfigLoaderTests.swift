@@ -31,6 +31,47 @@ final class ConfigLoaderTests: XCTestCase {
         XCTAssertEqual(example, TidepoolConfig(), "apart from its example segments and campaigns, the example documents the defaults")
     }
 
+    /// `aggregates.keep` over its defaults (purchases, refunds, cancels for the longest window,
+    /// the rest 90d), and the errors that name the line.
+    func testAggregatesKeep() throws {
+        let d = AggregateConfig.dayMs
+        let defaults = try load("")
+        XCTAssertEqual(defaults.aggregates.keptMs(.purchase), 365 * d)
+        XCTAssertEqual(defaults.aggregates.keptMs(.pageView), 90 * d)
+        let c = try load("""
+        aggregates:
+          keep:
+            page_view: 365d
+            search: 0d
+            default: 30d
+        segments:
+          loyal_visitor: "count(page_view, 365d) >= 50"
+        """)
+        XCTAssertEqual(c.aggregates.keptMs(.pageView), 365 * d)
+        XCTAssertEqual(c.aggregates.keptMs(.search), 0)
+        XCTAssertEqual(c.aggregates.keptMs(.messageOpen), 30 * d)
+        XCTAssertEqual(c.aggregates.keptMs(.refund), 365 * d)
+        expectError("""
+        aggregates:
+          keep:
+            page_veiw: 30d
+        """, line: 3, column: 5, contains: "unknown event type 'page_veiw' in aggregates.keep")
+        expectError("""
+        aggregates:
+          windows: [1d, 90d]
+          keep:
+            purchase: 180d
+        """, line: 4, column: 15, contains: "aggregates.keep.purchase (180d) is longer than the longest window in aggregates.windows (90d)")
+        expectError("""
+        aggregates:
+          keep: {purchase: 30d}
+        """, line: 2, column: 20, contains: "models.rfm.lookback is longer than purchases are kept (aggregates.keep.purchase: 30d)")
+        expectError("""
+        segments:
+          loyal_visitor: "count(page_view, 365d) >= 50"
+        """, line: 2, column: 36, contains: "longer than page_view is kept (90d; set aggregates.keep.page_view")
+    }
+
     func testCampaignsAndContactPolicy() throws {
         let c = try load("""
         segments:

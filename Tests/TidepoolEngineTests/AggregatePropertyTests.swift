@@ -9,6 +9,14 @@ final class AggregatePropertyTests: XCTestCase {
                                              30 * AggregateConfig.dayMs, 90 * AggregateConfig.dayMs],
                                  dedupeHorizonMs: AggregateConfig.dayMs, dedupeDepth: 8)
     lazy var channels = ChannelTable(config)
+    /// The same windows with some types kept less (`aggregates.keep`): every window a rule may
+    /// still use over each type must give what the full state gives.
+    lazy var keepConfig: AggregateConfig = {
+        var c = config
+        c.keepMs = [.pageView: AggregateConfig.dayMs, .messageOpen: 7 * AggregateConfig.dayMs, .refund: 30 * AggregateConfig.dayMs]
+        c.keepOthersMs = nil
+        return c
+    }()
     let channelNames = ["website", "app", "wecom", "tmall", "jd", "kiosk"]
 
     /// The reference: the whole list, recomputed on every query.
@@ -97,6 +105,7 @@ final class AggregatePropertyTests: XCTestCase {
     func run(seed: UInt64, steps: Int) {
         var rng = SeededRNG(seed)
         var agg = CustomerAggregates()
+        var kept = CustomerAggregates()
         var ref = Reference()
         var stream: Int64 = 1_790_000_000_000
         var clock = stream
@@ -139,13 +148,22 @@ final class AggregatePropertyTests: XCTestCase {
             let outcome = agg.apply(e, channel: ch, orderKey: orderKey, eventKey: eventKey, streamTimeMs: stream, config: config, channels: channels)
             let refApplied = ref.apply(e, orderKey: orderKey, eventKey: eventKey, channel: ch, stream: stream, config: config)
             XCTAssertEqual(outcome == .applied, refApplied, "seed \(seed) step \(step): dedupe decision")
+            let keptOutcome = kept.apply(e, channel: ch, orderKey: orderKey, eventKey: eventKey, streamTimeMs: stream, config: keepConfig, channels: channels)
+            XCTAssertEqual(keptOutcome, outcome, "seed \(seed) step \(step): dedupe decision with keep")
 
             for t in [stream, stream + Int64(rng.next(upTo: 3 * Int(AggregateConfig.dayMs)))] {
                 for w in config.windowsMs {
-                    for type in [EventType.purchase, .refund, .pageView, .cancel] {
+                    for type in [EventType.purchase, .refund, .pageView, .cancel, .messageOpen] {
                         let (n, sum) = ref.count(type, w, t, config: config)
                         XCTAssertEqual(agg.count(type, window: w, at: t), n, "seed \(seed) step \(step) count(\(type.name), \(w / 3_600_000)h) at +\(t - stream)")
                         XCTAssertEqual(agg.sum(type, window: w, at: t).units, sum, "seed \(seed) step \(step) sum(\(type.name), \(w / 3_600_000)h)")
+                        if w <= keepConfig.keptMs(type) {
+                            XCTAssertEqual(kept.count(type, window: w, at: t), n, "seed \(seed) step \(step) kept count(\(type.name), \(w / 3_600_000)h)")
+                            XCTAssertEqual(kept.sum(type, window: w, at: t).units, sum, "seed \(seed) step \(step) kept sum(\(type.name), \(w / 3_600_000)h)")
+                        }
+                    }
+                    if w <= AggregateConfig.dayMs {
+                        XCTAssertEqual(kept.ownedShare(window: w, at: t, channels: channels), agg.ownedShare(window: w, at: t, channels: channels))
                     }
                 }
             }
@@ -159,7 +177,13 @@ final class AggregatePropertyTests: XCTestCase {
                 XCTAssertEqual(agg.last(type), times.max())
             }
             XCTAssertEqual(agg.distinctChannels, Set(ref.applied.map(\.channel)).count)
+            XCTAssertEqual(kept.lifetimeEvents, agg.lifetimeEvents)
+            XCTAssertEqual(kept.lifetimeOrders, agg.lifetimeOrders)
+            XCTAssertEqual(kept.lifetimeSpend, agg.lifetimeSpend)
+            XCTAssertEqual(kept.firstLast, agg.firstLast)
+            XCTAssertLessThanOrEqual(kept.bucketBytes, agg.bucketBytes, "seed \(seed) step \(step): keeping less never holds more")
         }
+        XCTAssertLessThan(kept.bucketBytes, agg.bucketBytes, "seed \(seed): visits and opens beyond a day or a week are dropped")
     }
 
     func testMergeOfTwoHalvesEqualsOneStream() {

@@ -2,7 +2,8 @@
 import XCTest
 
 final class SegmentRuleTests: XCTestCase {
-    let config = AggregateConfig()
+    // Every type kept for the longest window: these rules read a year of visits.
+    let config = AggregateConfig.keepingEverything()
     lazy var channels = ChannelTable(config)
     let day = AggregateConfig.dayMs
     let t0: Int64 = 1_790_000_000_000
@@ -56,6 +57,59 @@ final class SegmentRuleTests: XCTestCase {
                     "cycle: a -> b -> c -> a")
         expectError([("Bad Name", "orders() > 1")], at: 10, 12, "lower-case")
         expectError([("a", "orders() > 1"), ("a", "orders() > 2")], at: 10, 12, "already defined")
+    }
+
+    /// `aggregates.keep`: a window over a type must fit in how long that type is kept, and
+    /// owned_share's window (which counts every type) in how long each type is kept.
+    func testWindowsMustFitWhatEachTypeKeeps() throws {
+        let defaults = AggregateConfig()  // purchases, refunds, cancels 365d; the rest 90d
+        func check(_ rule: String, _ agg: AggregateConfig) throws(SegmentError) {
+            _ = try SegmentSet([SegmentDefinition(name: "s", rule: rule, origin: SourceLocation(line: 3, column: 5))],
+                               aggregates: agg, channels: ChannelTable(agg))
+        }
+        XCTAssertNoThrow(try check("sum(purchase, 365d) >= 2000 and count(page_view, 90d) >= 3", defaults))
+        for (rule, column, message) in [
+            ("count(page_view, 365d) >= 50", 22, "window 365d is longer than page_view is kept (90d; set aggregates.keep.page_view"),
+            ("owned_share(91d) < 0.3", 17, "window 91d counts every event type, and page_view is kept 90d"),
+        ] {
+            do {
+                try check(rule, defaults)
+                XCTFail("\(rule) should not load")
+            } catch {
+                XCTAssertTrue(error.error.message.contains(message), "\(error.error.message)")
+                XCTAssertEqual(error.error.location, SourceLocation(line: 3, column: column))
+            }
+        }
+        var none = AggregateConfig()
+        none.keepMs[.search] = 0
+        XCTAssertThrowsError(try check("count(search, 1d) >= 1", none)) {
+            XCTAssertTrue(($0 as! SegmentError).error.message.contains("no buckets are kept for search"))
+        }
+        // A type kept 0 does not count in owned_share: its window is still accepted.
+        XCTAssertNoThrow(try check("owned_share(90d) < 0.3", none))
+        var longer = AggregateConfig()
+        longer.keepMs[.pageView] = 365 * day
+        XCTAssertNoThrow(try check("count(page_view, 365d) >= 50", longer))
+    }
+
+    /// More than four different keep values: each extra one is rounded up to a kept retention,
+    /// never down, and a type kept 0 is in no set.
+    func testKeptBucketsRoundExtraRetentionsUp() {
+        var agg = AggregateConfig()
+        agg.keepMs = [.purchase: 365 * day, .pageView: 1 * day, .addToCart: 2 * day, .messageOpen: 30 * day, .search: 0,
+                      .wecomChat: 7 * day]
+        agg.keepOthersMs = 90 * day
+        let kept = KeptBuckets(agg)
+        func r(_ t: EventType) -> Int64 { kept.retentionMs(rawType: t.rawValue) }
+        XCTAssertEqual(r(.purchase), 366 * day)
+        XCTAssertEqual(r(.login), 91 * day)
+        XCTAssertEqual(r(.messageOpen), 31 * day)
+        XCTAssertEqual(r(.wecomChat), 8 * day)
+        XCTAssertEqual(r(.addToCart), 8 * day, "2d rounded up to the 7d level")
+        XCTAssertEqual(r(.pageView), 8 * day, "1d rounded up to the 7d level")
+        XCTAssertEqual(r(.search), 0)
+        XCTAssertFalse(kept.isUniform)
+        XCTAssertTrue(KeptBuckets(.keepingEverything()).isUniform)
     }
 
     func testEvaluationFollowsTheAggregates() throws {

@@ -41,6 +41,7 @@ public struct ConfigLoader {
         }
         let top = try mapping(root, "the configuration")
         var lookbackNode: Node? = nil, churnNode: Node? = nil
+        var keepNodes: [(Node, String, Int64)] = []
         for (k, v) in top {
             switch k.string ?? "" {
             case "kafka": try parseKafka(v, &config.kafka)
@@ -92,8 +93,28 @@ public struct ConfigLoader {
                     case "platform_channels": config.aggregates.platformChannels = try tokens(v2, "aggregates.platform_channels")
                     case "dedupe_horizon": config.aggregates.dedupeHorizonMs = try duration(v2)
                     case "dedupe_depth": config.aggregates.dedupeDepth = try int(v2, min: 0, max: 64)
-                    default: throw unknown(k2, in: "aggregates", known: ["windows", "owned_channels", "platform_channels", "dedupe_horizon", "dedupe_depth"])
+                    case "keep":
+                        // Over the defaults: a type not named keeps what `default` says, or the
+                        // built-in default (AggregateConfig.defaultKeepMs).
+                        for (k3, v3) in try mapping(v2, "aggregates.keep") {
+                            let name = k3.string ?? ""
+                            let ms = try duration(v3)
+                            if ms != 0, let p = AggregateConfig.problem(windowMs: ms) { throw error(v3, "aggregates.keep.\(name): \(p)") }
+                            keepNodes.append((v3, name, ms))
+                            if name == "default" {
+                                config.aggregates.keepOthersMs = ms
+                            } else if let t = EventType(name: name) {
+                                config.aggregates.keepMs[t] = ms
+                            } else {
+                                throw error(k3, "unknown event type '\(name)' in aggregates.keep; expected default or one of \(EventType.allCases.map(\.name).joined(separator: ", "))")
+                            }
+                        }
+                    default: throw unknown(k2, in: "aggregates", known: ["windows", "owned_channels", "platform_channels", "dedupe_horizon", "dedupe_depth", "keep"])
                     }
+                }
+                let longest = config.aggregates.longestWindowMs
+                if let (n, name, ms) = keepNodes.first(where: { $0.2 > longest }) {
+                    throw error(n, "aggregates.keep.\(name) (\(DurationText.format(ms))) is longer than the longest window in aggregates.windows (\(DurationText.format(longest))); add the window there")
                 }
                 let both = Set(config.aggregates.ownedChannels).intersection(config.aggregates.platformChannels)
                 if let c = both.sorted().first { throw error(v, "channel '\(c)' is listed as both owned and platform") }
@@ -242,6 +263,11 @@ public struct ConfigLoader {
         if config.models.lookbackMs > (config.aggregates.windowsMs.max() ?? 0) {
             throw ConfigError(file: file, line: lookbackNode?.mark?.line ?? 0, column: lookbackNode?.mark?.column ?? 0,
                               message: "models.rfm.lookback is longer than the longest window in aggregates.windows")
+        }
+        if config.models.lookbackMs > config.aggregates.keptMs(.purchase) {
+            let at = lookbackNode ?? keepNodes.first { $0.1 == "purchase" }?.0
+            throw ConfigError(file: file, line: at?.mark?.line ?? 0, column: at?.mark?.column ?? 0,
+                              message: "models.rfm.lookback is longer than purchases are kept (aggregates.keep.purchase: \(DurationText.format(config.aggregates.keptMs(.purchase))))")
         }
         if config.models.churnedAfterMs <= config.models.dormantAfterMs {
             throw ConfigError(file: file, line: churnNode?.mark?.line ?? 0, column: churnNode?.mark?.column ?? 0,

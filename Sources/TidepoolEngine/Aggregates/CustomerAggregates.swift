@@ -240,7 +240,10 @@ public struct CustomerAggregates: Sendable, Equatable {
         touch(key: e.type.rawValue, ts)
         touch(key: 64 + channel, ts)
 
-        let inRetention = ts > streamTimeMs - config.retentionMs
+        // Each type's buckets last as long as its `keep` (KeptBuckets); refunds and cancels change
+        // purchase buckets and orders, which last as long as purchases are kept.
+        let kept = config.kept.retentionMs(rawType: e.type.rawValue)
+        let inRetention = kept > 0 && ts > streamTimeMs - kept
         let amount = e.amount?.units ?? 0
         if inRetention { add(hour: Self.hour(ts), type: e.type.rawValue, channel: channel, count: 1, amount: amount) }
         switch e.type {
@@ -251,12 +254,14 @@ public struct CustomerAggregates: Sendable, Equatable {
                 appendOrder(OrderRecord(orderKey: orderKey, hour: Self.hour(ts), channel: channel, remaining: amount))
             }
         case .refund, .cancel:
-            applyRefund(e, orderKey: orderKey, amount: amount, channel: channel, inRetention: inRetention,
-                        oldestOrderHour: Self.hour(streamTimeMs - config.retentionMs))
+            let purchases = config.kept.retentionMs(rawType: EventType.purchase.rawValue)
+            applyRefund(e, orderKey: orderKey, amount: amount, channel: channel,
+                        inRetention: purchases > 0 && ts > streamTimeMs - purchases,
+                        oldestOrderHour: Self.hour(streamTimeMs - purchases))
         default:
             break
         }
-        compact(streamTimeMs: streamTimeMs, retentionMs: config.retentionMs)
+        compact(streamTimeMs: streamTimeMs, kept: config.kept)
         return .applied
     }
 
@@ -354,22 +359,32 @@ public struct CustomerAggregates: Sendable, Equatable {
     /// stream time has crossed a UTC day boundary since the last fold, so its cost is paid about
     /// once per customer per active day.
     public mutating func compact(streamTimeMs: Int64, config: AggregateConfig) {
-        compact(streamTimeMs: streamTimeMs, retentionMs: config.retentionMs)
+        compact(streamTimeMs: streamTimeMs, kept: KeptBuckets(config))
     }
 
     @inline(__always)
-    mutating func compact(streamTimeMs: Int64, retentionMs: Int64) {
+    mutating func compact(streamTimeMs: Int64, kept: KeptBuckets) {
         let floor = Self.hour(streamTimeMs - AggregateConfig.hourlyLimitMs) / 24 * 24
         guard floor > dailyBelow else { return }
-        compactSlowPath(streamTimeMs: streamTimeMs, retentionMs: retentionMs, floor: floor)
+        compactSlowPath(streamTimeMs: streamTimeMs, kept: kept, floor: floor)
     }
 
     /// In place: building a new array here allocated once per customer per active day.
-    private mutating func compactSlowPath(streamTimeMs: Int64, retentionMs: Int64, floor: UInt32) {
+    private mutating func compactSlowPath(streamTimeMs: Int64, kept: KeptBuckets, floor: UInt32) {
         dailyBelow = floor
-        let dropBefore = Self.hour(streamTimeMs - retentionMs)
+        // The first hour each type still keeps (an hour past the end of time for a type that
+        // keeps no buckets).
+        @inline(__always) func dropBefore(_ type: UInt8) -> UInt32 {
+            let r = kept.retentionMs(rawType: type)
+            return r > 0 ? Self.hour(streamTimeMs - r) : .max
+        }
         let first = sections.read(.buckets, as: UInt64.self) { $0.first.map(BucketWords.hour) }
-        guard let oldest = first, oldest < floor else { return }
+        // A type kept less than 7 days can have buckets to drop above the daily floor.
+        let shortest = kept.isUniform ? 0 : Self.hour(streamTimeMs - AggregateConfig.dayMs)
+        guard let oldest = first, oldest < Swift.max(floor, shortest) else {
+            sections.keep(.orders, as: PackedOrder.self) { $0.hour >= dropBefore(EventType.purchase.rawValue) }
+            return
+        }
         // In place over the words: a read cursor `r` and a write cursor `n` behind it. A folded
         // bucket's words never outnumber those of the buckets folded into it (an amount word is
         // added only for an amount read with its own word), so `n` stays at or behind `r`.
@@ -378,7 +393,7 @@ public struct CustomerAggregates: Sendable, Equatable {
             while r < w.count {
                 var (h, amount) = BucketWords.read(UnsafeBufferPointer(w), &r)
                 let hour = BucketWords.hour(h)
-                if hour < dropBefore { continue }
+                if hour < dropBefore(BucketWords.type(h)) { continue }
                 if hour < floor {
                     let day = hour / 24 * 24
                     h = BucketWords.withHour(h, day)
@@ -424,7 +439,7 @@ public struct CustomerAggregates: Sendable, Equatable {
             return n
         }
         sections.truncate(.buckets, to: written)
-        sections.keep(.orders, as: PackedOrder.self) { $0.hour >= dropBefore }
+        sections.keep(.orders, as: PackedOrder.self) { $0.hour >= dropBefore(EventType.purchase.rawValue) }
     }
 
     // MARK: - Queries

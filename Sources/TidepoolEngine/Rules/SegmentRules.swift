@@ -360,7 +360,9 @@ struct RuleChecker {
             }
             return t
         }
-        func window(_ a: RuleSyntax.Argument) throws(RuleError) -> Int64 {
+        /// A window over `type` (nil: over every type, as `owned_share` counts) must fit in what
+        /// is kept: the longest window, and each type's `aggregates.keep`.
+        func window(_ a: RuleSyntax.Argument, over type: EventType?) throws(RuleError) -> Int64 {
             guard a.label == nil, case .duration(let ms, let al) = a.value else {
                 throw RuleError(a.value.location, "expected a window such as 30d")
             }
@@ -368,6 +370,21 @@ struct RuleChecker {
             let longest = config.windowsMs.max() ?? 0
             guard ms <= longest else {
                 throw RuleError(al, "window \(DurationText.format(ms)) is longer than the longest retained window \(DurationText.format(longest)) (aggregates.windows)")
+            }
+            if let type {
+                let kept = config.keptMs(type)
+                guard ms <= kept else {
+                    throw RuleError(al, kept == 0
+                        ? "no buckets are kept for \(type.name) (aggregates.keep.\(type.name) is 0), so it has no windows"
+                        : "window \(DurationText.format(ms)) is longer than \(type.name) is kept (\(DurationText.format(kept)); set aggregates.keep.\(type.name) to keep it longer)")
+                }
+            } else {
+                let short = config.shorterKept.filter { $0.1 > 0 && $0.1 < ms }
+                guard short.isEmpty else {
+                    throw RuleError(al, "window \(DurationText.format(ms)) counts every event type, and "
+                        + short.map { "\($0.0.name) is kept \(DurationText.format($0.1))" }.joined(separator: ", ")
+                        + " (aggregates.keep)")
+                }
             }
             return ms
         }
@@ -389,7 +406,7 @@ struct RuleChecker {
         case "count", "sum":
             try arity(2, "(event_type, window[, channel=name])")
             let t = try eventType(positional[0])
-            let w = try window(positional[1])
+            let w = try window(positional[1], over: t)
             let c = try channel()
             return name == "count" ? (.count(t, windowMs: w, channel: c), .number) : (.sum(t, windowMs: w, channel: c), .money)
         case "orders":
@@ -412,7 +429,7 @@ struct RuleChecker {
             return (.distinctChannels, .number)
         case "owned_share":
             try arity(1, "(window)")
-            return (.ownedShare(windowMs: try window(positional[0])), .number)
+            return (.ownedShare(windowMs: try window(positional[0], over: nil)), .number)
         case "rfm", "lifecycle":
             throw RuleError(l, "\(name)() is compared with a name, e.g. \(name == "rfm" ? "rfm() == important_value" : "lifecycle() == dormant")")
         case "in_segment":

@@ -67,7 +67,9 @@ extension Engine {
             var windows: [(String, String)] = []
             let types = Set(a.buckets.map(\.type)).sorted().compactMap { EventType(rawValue: $0) }
             for type in types {
-                for w in config.aggregates.windowsMs {
+                // Only the windows the type is kept for (aggregates.keep): a longer one would
+                // count part of its history.
+                for w in config.aggregates.windowsMs where w <= config.aggregates.keptMs(type) {
                     windows.append(("count(\(type.name), \(DurationText.format(w)))", String(a.count(type, window: w, at: t))))
                     if type == .purchase || type == .refund {
                         windows.append(("sum(\(type.name), \(DurationText.format(w)))", a.sum(type, window: w, at: t).description))
