@@ -184,7 +184,7 @@ if !engineOnly || only == "heavy" {
     let used = parts[0...3].reduce(0, +)
     print("  of which: record \(MemoryLayout<CustomerRecord>.stride) B, buckets \(Int(parts[0] / nh)) B, first/last \(Int(parts[1] / nh)) B, "
           + "recent ids \(Int(parts[2] / nh)) B, orders \(Int(parts[3] / nh)) B, room for growth \(Int((parts[4] - used) / nh)) B, "
-          + "next flips \(8 * segmentSet.segments.count) B, + 48 B array overhead (the resident figure above also counts malloc's slack)")
+          + "next flips \(MemoryLayout<UInt32>.size * segmentSet.segments.count) B, + 48 B array overhead (the resident figure above also counts malloc's slack)")
     print("  malloc: \(Int(Double(tp_heap_bytes_in_use()) / nh)) B in use and \(Int(Double(tp_heap_bytes_free()) / nh)) B free in the heap per customer (whole process)")
     if only == "heavy" { exit(0) }
 }

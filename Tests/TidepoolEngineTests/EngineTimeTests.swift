@@ -190,6 +190,28 @@ final class EngineTimeTests: XCTestCase {
         }
     }
 
+    /// A stored next flip is a lower bound of the instant, less than a second below it (so a
+    /// segment is evaluated again at or before its flip, never after); "only an event" and
+    /// "never evaluated" survive the round trip, and instants past 2106 clamp to a lower bound.
+    func testStoredNextFlipsAreLowerBoundsWithinASecond() {
+        var rng = SeededRNG(11)
+        for _ in 0..<100_000 {
+            let ms = Int64(rng.next(upTo: 4_000_000_000)) * 1000 + Int64(rng.next(upTo: 1000))
+            let back = NextFlipCode.decode(NextFlipCode.encode(ms))
+            XCTAssertTrue(back <= ms && ms - back < 1000, "\(ms) -> \(back)")
+        }
+        for ms: Int64 in [0, 1, 999, 1000, 1001] {
+            let back = NextFlipCode.decode(NextFlipCode.encode(ms))
+            XCTAssertTrue(back <= ms && ms - back < 1000, "\(ms) -> \(back)")
+        }
+        XCTAssertEqual(NextFlipCode.decode(NextFlipCode.encode(.max)), .max)
+        XCTAssertEqual(NextFlipCode.decode(NextFlipCode.unknown), .min)
+        XCTAssertEqual(NextFlipCode.decode(NextFlipCode.encode(-5)), .min)
+        let far = Timestamp.maxMs
+        XCTAssertLessThanOrEqual(NextFlipCode.decode(NextFlipCode.encode(far)), far)
+        XCTAssertNotEqual(NextFlipCode.encode(far), NextFlipCode.never)
+    }
+
     /// The timer heap pops in (due, key) order under any mix of pushes and pops.
     func testTimerHeapPopsInOrderAgainstASortedReference() {
         var rng = SeededRNG(7)

@@ -201,17 +201,12 @@ public struct SegmentSet: Sendable, Equatable {
 
     /// The engine's incremental evaluation: only the segments in `mask` (closed under
     /// `in_segment`, see `EvaluationScope`) are evaluated at `now`; every other segment keeps its
-    /// bit from `stored` and its next flip in the customer's row of `flips` (the rows of many
-    /// customers; this one's `segments.count` entries start at `row`, indexed like `segments`),
-    /// which receives the new instants of the segments in `mask`. Returns the memberships at `now`.
+    /// bit from `stored` and its next flip in `flips` (indexed like `segments`), which receives
+    /// the new instants of the segments in `mask`. Returns the memberships at `now`.
     @inline(__always)
     func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
-                  stored: UInt64, mask: UInt64, flips: inout SlotArray<Int64>, row: Int) -> UInt64 {
-        let n = segments.count
-        return flips.withUnsafeMutableBufferPointer { all in
-            evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs,
-                     flips: UnsafeMutableBufferPointer(rebasing: all[row..<(row + n)]), stored: stored, mask: mask)
-        }
+                  stored: UInt64, mask: UInt64, flips: UnsafeMutableBufferPointer<Int64>) -> UInt64 {
+        evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, flips: Optional(flips), stored: stored, mask: mask)
     }
 
     var scope: EvaluationScope { compiled.scope }

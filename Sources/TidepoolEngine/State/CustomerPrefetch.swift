@@ -20,7 +20,7 @@ enum CustomerPrefetch {
     /// not the partition: passing the partition state copied it, a retain of each of its arrays.)
     @inline(__always)
     static func record(_ customers: UnsafeBufferPointer<CustomerRecord>, _ ids: UnsafeBufferPointer<String>,
-                       _ flips: UnsafeBufferPointer<Int64>, _ slot: Int32, segments: Int) {
+                       _ flips: UnsafeBufferPointer<UInt32>, _ slot: Int32, segments: Int) {
         guard slot >= 0, Int(slot) < customers.count else { return }
         let s = Int(slot)
         let p = UnsafeRawPointer(customers.baseAddress! + s)

@@ -181,8 +181,9 @@ public struct PartitionState: Sendable {
     var timers = TimerWheel()
     /// Each customer's next possible flip per segment: `segments.count` entries from
     /// `slot * segments.count` (`Engine.evaluate`). Derived state, not checkpointed: a slot whose
-    /// first entry is `.min` (new, reused, restored, or after a reload) is evaluated in full.
-    var flips = SlotArray<Int64>()
+    /// first entry is `unknown` (new, reused, restored, or after a reload) is evaluated in full.
+    /// Whole seconds rounded down, 4 bytes each (`NextFlipCode`).
+    var flips = SlotArray<UInt32>()
     public internal(set) var stats = PartitionStats()
     /// Slots changed in the current epoch, and customers evicted since the last capture began.
     var dirty: [Int32] = []
@@ -512,74 +513,87 @@ public final class Engine {
             if ps.flips.count < base + n {
                 // Grows with the customer table (a slot not seen yet starts unknown).
                 if ps.flips.capacity < base + n { ps.flips.reserveCapacity(max(ps.customers.capacity, slot + 1) * n) }
-                ps.flips.append(contentsOf: repeatElement(Int64.min, count: base + n - ps.flips.count))
+                ps.flips.append(contentsOf: repeatElement(NextFlipCode.unknown, count: base + n - ps.flips.count))
             }
             let returned = ps.customers[slot].returnedAtMs
             let channels = self.channels
             let stored = ps.customers[slot].memberships
-            // Borrow the aggregates in place. Through the array subscript they were copied (a retain
-            // and release per array) on every evaluation; through an unsafe pointer too, because the
-            // compiler cannot rule out a write to that memory during the calls. An `inout` access is
-            // exclusive, so the calls read the record where it lies.
             let masks = scopeMasks, incremental = incrementalEvaluation, everySegment = allSegments
-            // Which segments to evaluate, read from the row alone (a closure that also captured
-            // the aggregates copied them, four retains per evaluation).
-            let mask: UInt64 = ps.flips.withUnsafeBufferPointer { all in
-                var mask = everySegment
-                if incremental && all[base] != .min {
-                    mask = type.map { masks[Int($0.rawValue)] } ?? 0
-                    let dependents = masks + EvaluationScope.typeCount
-                    for i in 0..<n where all[base + i] <= t { mask |= dependents[i] }
+            // The row, decoded: exact instants for the segments evaluated below, lower bounds
+            // (to the second) for the others (`NextFlipCode`).
+            withUnsafeTemporaryAllocation(of: Int64.self, capacity: n) { exact in
+                // Which segments to evaluate, read from the row alone (a closure that also captured
+                // the aggregates copied them, four retains per evaluation).
+                let mask: UInt64 = ps.flips.withUnsafeBufferPointer { all in
+                    for i in 0..<n { exact[i] = NextFlipCode.decode(all[base + i]) }
+                    var mask = everySegment
+                    if incremental && all[base] != NextFlipCode.unknown {
+                        mask = type.map { masks[Int($0.rawValue)] } ?? 0
+                        let dependents = masks + EvaluationScope.typeCount
+                        for i in 0..<n where exact[i] <= t { mask |= dependents[i] }
+                    }
+                    return mask
                 }
-                return mask
-            }
-            func run(_ a: inout CustomerAggregates, _ flips: inout SlotArray<Int64>) -> (UInt64, Int64) {
-                let bits = mask == 0 ? stored
-                    : segs.evaluate(a, now: t, channels: channels, returnedAtMs: returned, stored: stored, mask: mask,
-                                    flips: &flips, row: base)
-                return (bits, flips.withUnsafeBufferPointer { all in
-                    var earliest = Int64.max
-                    for i in base..<(base + n) where all[i] < earliest { earliest = all[i] }
-                    return earliest
-                })
-            }
-            let (bits, nextFlip) = run(&ps.customers[slot].aggregates, &ps.flips)
-            next = nextFlip
-            let changed = bits ^ stored
-            if changed != 0 {
-                if ps.stats.segmentSizes.count != segs.segments.count { ps.stats.segmentSizes = Array(repeating: 0, count: segs.segments.count) }
-                let output = transitionOutput
-                let ctx: RuleContext? = output == .explained
-                    ? RuleContext(aggregates: ps.customers[slot].aggregates, now: t, channels: channels,
-                                  memberships: segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 },
-                                  models: segs.models, returnedAtMs: returned)
-                    : nil
-                let flips = ctx.map { _ in Array(ps.flips[(slot * n)..<(slot * n + n)]) }
-                var rest = changed
-                while rest != 0 {
-                    let i = rest.trailingZeroBitCount
-                    rest &= rest - 1
-                    let entered = bits & (1 << UInt64(i)) != 0
-                    ps.stats.transitions += 1
-                    ps.stats.segmentSizes[i] += entered ? 1 : -1
-                    transitionsBySegment[i] += 1
-                    if output != .counted {
-                        var values: [(String, RuleValue)] = []
-                        var flip: Int64? = nil
-                        if let ctx {
-                            values = RuleExplainer.values(segs.explanationParts[i], ctx)
-                            let f = flips![i]
-                            flip = f == .max ? nil : f
+                // Borrow the aggregates in place. Through the array subscript they were copied (a retain
+                // and release per array) on every evaluation; through an unsafe pointer too, because the
+                // compiler cannot rule out a write to that memory during the calls. An `inout` access is
+                // exclusive, so the calls read the record where it lies.
+                func run(_ a: inout CustomerAggregates) -> UInt64 {
+                    mask == 0 ? stored
+                        : segs.evaluate(a, now: t, channels: channels, returnedAtMs: returned, stored: stored, mask: mask,
+                                        flips: exact)
+                }
+                let bits = run(&ps.customers[slot].aggregates)
+                var nextFlip = Int64.max
+                ps.flips.withUnsafeMutableBufferPointer { all in
+                    for i in 0..<n {
+                        if exact[i] < nextFlip { nextFlip = exact[i] }
+                        all[base + i] = NextFlipCode.encode(exact[i])
+                    }
+                }
+                next = nextFlip
+                let changed = bits ^ stored
+                if changed != 0 {
+                    if ps.stats.segmentSizes.count != segs.segments.count { ps.stats.segmentSizes = Array(repeating: 0, count: segs.segments.count) }
+                    let output = transitionOutput
+                    let ctx: RuleContext? = output == .explained
+                        ? RuleContext(aggregates: ps.customers[slot].aggregates, now: t, channels: channels,
+                                      memberships: segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 },
+                                      models: segs.models, returnedAtMs: returned)
+                        : nil
+                    // A segment evaluated here may have read the stored, rounded flip of one it
+                    // refers to (`in_segment`); an explanation states exact instants, so it
+                    // takes them from a full evaluation (explained output is for inspection and
+                    // tests; the daemon counts).
+                    let exactFlips = ctx.map { _ in
+                        segs.nextFlips(ps.customers[slot].aggregates, now: t, channels: channels, returnedAtMs: returned)
+                    }
+                    var rest = changed
+                    while rest != 0 {
+                        let i = rest.trailingZeroBitCount
+                        rest &= rest - 1
+                        let entered = bits & (1 << UInt64(i)) != 0
+                        ps.stats.transitions += 1
+                        ps.stats.segmentSizes[i] += entered ? 1 : -1
+                        transitionsBySegment[i] += 1
+                        if output != .counted {
+                            var values: [(String, RuleValue)] = []
+                            var flip: Int64? = nil
+                            if let ctx {
+                                values = RuleExplainer.values(segs.explanationParts[i], ctx)
+                                let f = exactFlips![i]
+                                flip = f == .max ? nil : f
+                            }
+                            emit(.transition(SegmentTransition(
+                                customerID: ps.ids[slot], segment: segs.segments[i].name, entered: entered, atMs: t,
+                                ruleVersion: ruleVersions[i], values: values, nextFlipMs: flip, causeEventID: cause)))
                         }
-                        emit(.transition(SegmentTransition(
-                            customerID: ps.ids[slot], segment: segs.segments[i].name, entered: entered, atMs: t,
-                            ruleVersion: ruleVersions[i], values: values, nextFlipMs: flip, causeEventID: cause)))
+                        if hasCampaigns {
+                            startSegmentCampaigns(&ps, slot: slot, segment: i, entered: entered, at: t, cause: cause)
+                        }
                     }
-                    if hasCampaigns {
-                        startSegmentCampaigns(&ps, slot: slot, segment: i, entered: entered, at: t, cause: cause)
-                    }
+                    ps.customers[slot].memberships = bits
                 }
-                ps.customers[slot].memberships = bits
             }
         }
         if ps.customers[slot].contact.hasPending {
@@ -754,7 +768,7 @@ public final class Engine {
         }
         ps.index.insert(hash: hash, slot: Int32(s))
         let n = config.segments.segments.count
-        if n > 0 && ps.flips.count > s * n { ps.flips[s * n] = .min }
+        if n > 0 && ps.flips.count > s * n { ps.flips[s * n] = NextFlipCode.unknown }
         return s
     }
 
