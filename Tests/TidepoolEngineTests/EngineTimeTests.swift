@@ -190,26 +190,37 @@ final class EngineTimeTests: XCTestCase {
         }
     }
 
-    /// A stored next flip is a lower bound of the instant, less than a second below it (so a
-    /// segment is evaluated again at or before its flip, never after); "only an event" and
-    /// "never evaluated" survive the round trip, and instants past 2106 clamp to a lower bound.
-    func testStoredNextFlipsAreLowerBoundsWithinASecond() {
+    /// A stored next flip (relative to the customer's last evaluation) is exact up to ~24.8 days
+    /// ahead, and beyond that a lower bound less than a second below the instant (so a segment is
+    /// evaluated again at or before its flip, never after); "only an event" and "never
+    /// evaluated" survive the round trip, instants past ~68 years ahead clamp to a lower bound,
+    /// and what cannot be kept reads as "evaluate now".
+    func testStoredNextFlipsAreExactNearAndLowerBoundsFar() {
         var rng = SeededRNG(11)
+        let exactSpan: Int64 = (1 << 31) - 2, secondsSpan: Int64 = ((1 << 31) - 2) * 1000  // ~68 years
         for _ in 0..<100_000 {
-            let ms = Int64(rng.next(upTo: 4_000_000_000)) * 1000 + Int64(rng.next(upTo: 1000))
-            let back = NextFlipCode.decode(NextFlipCode.encode(ms))
-            XCTAssertTrue(back <= ms && ms - back < 1000, "\(ms) -> \(back)")
+            let base = Int64(rng.next(upTo: 1 << 40))
+            let ahead = rng.next(upTo: 2) == 0 ? Int64(rng.next(upTo: 1 << 32)) : Int64(rng.next(upTo: 1 << 45))
+            let ms = base + ahead
+            let back = NextFlipCode.decode(NextFlipCode.encode(ms, base: base), base: base)
+            if ahead <= exactSpan {
+                XCTAssertEqual(back, ms, "\(ahead) ms ahead")
+            } else if ahead > secondsSpan {
+                XCTAssertLessThanOrEqual(back, ms, "\(ahead) ms ahead: clamped, still a lower bound")
+            } else {
+                XCTAssertTrue(back <= ms && ms - back < 1000, "\(ahead) ms ahead -> \(ms - back) ms early")
+            }
         }
-        for ms: Int64 in [0, 1, 999, 1000, 1001] {
-            let back = NextFlipCode.decode(NextFlipCode.encode(ms))
-            XCTAssertTrue(back <= ms && ms - back < 1000, "\(ms) -> \(back)")
+        for ahead: Int64 in [0, 1, exactSpan - 1, exactSpan, exactSpan + 1, exactSpan + 999, exactSpan + 1000] {
+            let back = NextFlipCode.decode(NextFlipCode.encode(5_000 + ahead, base: 5_000), base: 5_000)
+            XCTAssertTrue(back <= 5_000 + ahead && 5_000 + ahead - back < 1000, "\(ahead) ms ahead -> \(back)")
         }
-        XCTAssertEqual(NextFlipCode.decode(NextFlipCode.encode(.max)), .max)
-        XCTAssertEqual(NextFlipCode.decode(NextFlipCode.unknown), .min)
-        XCTAssertEqual(NextFlipCode.decode(NextFlipCode.encode(-5)), .min)
-        let far = Timestamp.maxMs
-        XCTAssertLessThanOrEqual(NextFlipCode.decode(NextFlipCode.encode(far)), far)
-        XCTAssertNotEqual(NextFlipCode.encode(far), NextFlipCode.never)
+        XCTAssertEqual(NextFlipCode.decode(NextFlipCode.encode(.max, base: 7), base: 7), .max)
+        XCTAssertEqual(NextFlipCode.decode(NextFlipCode.unknown, base: 7), .min)
+        XCTAssertEqual(NextFlipCode.encode(6, base: 7), NextFlipCode.unknown, "before its evaluation: evaluate now")
+        let far = NextFlipCode.encode(Timestamp.maxMs, base: 0)
+        XCTAssertNotEqual(far, NextFlipCode.never)
+        XCTAssertLessThanOrEqual(NextFlipCode.decode(far, base: 0), Timestamp.maxMs)
     }
 
     /// The timer heap pops in (due, key) order under any mix of pushes and pops.

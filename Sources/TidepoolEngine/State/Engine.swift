@@ -505,29 +505,32 @@ public final class Engine {
                           emit: (EngineOutput) -> Void) {
         let segs = config.segments
         markChanged(&ps, slot)
+        // The row of next flips is relative to the last evaluation (`NextFlipCode`).
+        let previousBase = ps.customers[slot].evaluatedAtMs
         if ps.customers[slot].evaluatedAtMs < t { ps.customers[slot].evaluatedAtMs = t }
+        let base = ps.customers[slot].evaluatedAtMs
         var next: Int64 = .max
         let n = segs.segments.count
         if n > 0 {
-            let base = slot * n
-            if ps.flips.count < base + n {
+            let row = slot * n
+            if ps.flips.count < row + n {
                 // Grows with the customer table (a slot not seen yet starts unknown).
-                if ps.flips.capacity < base + n { ps.flips.reserveCapacity(max(ps.customers.capacity, slot + 1) * n) }
-                ps.flips.append(contentsOf: repeatElement(NextFlipCode.unknown, count: base + n - ps.flips.count))
+                if ps.flips.capacity < row + n { ps.flips.reserveCapacity(max(ps.customers.capacity, slot + 1) * n) }
+                ps.flips.append(contentsOf: repeatElement(NextFlipCode.unknown, count: row + n - ps.flips.count))
             }
             let returned = ps.customers[slot].returnedAtMs
             let channels = self.channels
             let stored = ps.customers[slot].memberships
             let masks = scopeMasks, incremental = incrementalEvaluation, everySegment = allSegments
-            // The row, decoded: exact instants for the segments evaluated below, lower bounds
-            // (to the second) for the others (`NextFlipCode`).
+            // The row, decoded: exact instants for the segments evaluated below; for the others,
+            // the instants kept (lower bounds within a second when far ahead, `NextFlipCode`).
             withUnsafeTemporaryAllocation(of: Int64.self, capacity: n) { exact in
                 // Which segments to evaluate, read from the row alone (a closure that also captured
                 // the aggregates copied them, four retains per evaluation).
                 let mask: UInt64 = ps.flips.withUnsafeBufferPointer { all in
-                    for i in 0..<n { exact[i] = NextFlipCode.decode(all[base + i]) }
+                    for i in 0..<n { exact[i] = NextFlipCode.decode(all[row + i], base: previousBase) }
                     var mask = everySegment
-                    if incremental && all[base] != NextFlipCode.unknown {
+                    if incremental && all[row] != NextFlipCode.unknown {
                         mask = type.map { masks[Int($0.rawValue)] } ?? 0
                         let dependents = masks + EvaluationScope.typeCount
                         for i in 0..<n where exact[i] <= t { mask |= dependents[i] }
@@ -548,7 +551,7 @@ public final class Engine {
                 ps.flips.withUnsafeMutableBufferPointer { all in
                     for i in 0..<n {
                         if exact[i] < nextFlip { nextFlip = exact[i] }
-                        all[base + i] = NextFlipCode.encode(exact[i])
+                        all[row + i] = NextFlipCode.encode(exact[i], base: base)
                     }
                 }
                 next = nextFlip
