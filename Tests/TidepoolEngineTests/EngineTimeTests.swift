@@ -191,36 +191,87 @@ final class EngineTimeTests: XCTestCase {
     }
 
     /// A stored next flip (relative to the customer's last evaluation) is exact up to ~24.8 days
-    /// ahead, and beyond that a lower bound less than a second below the instant (so a segment is
-    /// evaluated again at or before its flip, never after); "only an event" and "never
-    /// evaluated" survive the round trip, instants past ~68 years ahead clamp to a lower bound,
-    /// and what cannot be kept reads as "evaluate now".
-    func testStoredNextFlipsAreExactNearAndLowerBoundsFar() {
+    /// ahead; beyond, it is kept in seconds, exact when the instant is a whole second (window
+    /// exits fall on whole hours) and otherwise a lower bound less than a second below it, which
+    /// `isExact` says. "Only an event" and "never evaluated" survive the round trip, instants
+    /// past ~34 years ahead clamp to a lower bound, and what cannot be kept reads as "evaluate
+    /// now".
+    func testStoredNextFlipsAreExactOrMarkedLowerBounds() {
         var rng = SeededRNG(11)
-        let exactSpan: Int64 = (1 << 31) - 2, secondsSpan: Int64 = ((1 << 31) - 2) * 1000  // ~68 years
-        for _ in 0..<100_000 {
+        let exactSpan: Int64 = (1 << 31) - 2, secondsSpan: Int64 = ((1 << 30) - 2) * 1000  // ~34 years
+        for step in 0..<100_000 {
             let base = Int64(rng.next(upTo: 1 << 40))
-            let ahead = rng.next(upTo: 2) == 0 ? Int64(rng.next(upTo: 1 << 32)) : Int64(rng.next(upTo: 1 << 45))
+            var ahead = rng.next(upTo: 2) == 0 ? Int64(rng.next(upTo: 1 << 32)) : Int64(rng.next(upTo: 1 << 45))
+            if step % 3 == 0 { ahead -= ahead % 3_600_000 }  // on a whole hour
             let ms = base + ahead
-            let back = NextFlipCode.decode(NextFlipCode.encode(ms, base: base), base: base)
-            if ahead <= exactSpan {
+            let code = NextFlipCode.encode(ms, base: base)
+            let back = NextFlipCode.decode(code, base: base)
+            if ahead <= exactSpan || (ahead <= secondsSpan && ahead % 1000 == 0) {
                 XCTAssertEqual(back, ms, "\(ahead) ms ahead")
-            } else if ahead > secondsSpan {
-                XCTAssertLessThanOrEqual(back, ms, "\(ahead) ms ahead: clamped, still a lower bound")
+                XCTAssertTrue(NextFlipCode.isExact(code), "\(ahead) ms ahead")
             } else {
-                XCTAssertTrue(back <= ms && ms - back < 1000, "\(ahead) ms ahead -> \(ms - back) ms early")
+                XCTAssertFalse(NextFlipCode.isExact(code), "\(ahead) ms ahead")
+                XCTAssertLessThanOrEqual(back, ms, "\(ahead) ms ahead")
+                if ahead <= secondsSpan { XCTAssertLessThan(ms - back, 1000, "\(ahead) ms ahead") }
             }
         }
-        for ahead: Int64 in [0, 1, exactSpan - 1, exactSpan, exactSpan + 1, exactSpan + 999, exactSpan + 1000] {
-            let back = NextFlipCode.decode(NextFlipCode.encode(5_000 + ahead, base: 5_000), base: 5_000)
-            XCTAssertTrue(back <= 5_000 + ahead && 5_000 + ahead - back < 1000, "\(ahead) ms ahead -> \(back)")
-        }
+        // A lower bound read back stays marked as one, even once near.
+        let near = NextFlipCode.encode(10_500, base: 10_000, exact: false)
+        XCTAssertFalse(NextFlipCode.isExact(near))
+        XCTAssertEqual(NextFlipCode.decode(near, base: 10_000), 10_000)
         XCTAssertEqual(NextFlipCode.decode(NextFlipCode.encode(.max, base: 7), base: 7), .max)
+        XCTAssertTrue(NextFlipCode.isExact(NextFlipCode.never))
         XCTAssertEqual(NextFlipCode.decode(NextFlipCode.unknown, base: 7), .min)
         XCTAssertEqual(NextFlipCode.encode(6, base: 7), NextFlipCode.unknown, "before its evaluation: evaluate now")
         let far = NextFlipCode.encode(Timestamp.maxMs, base: 0)
         XCTAssertNotEqual(far, NextFlipCode.never)
+        XCTAssertFalse(NextFlipCode.isExact(far))
         XCTAssertLessThanOrEqual(NextFlipCode.decode(far, base: 0), Timestamp.maxMs)
+    }
+
+    /// A customer's due instant (its timer, and what a checkpoint stores) is the exact earliest
+    /// flip whatever rounding the row holds: an engine evaluating incrementally has, after every
+    /// step, the due of one that evaluates every segment afresh. (A restart starts every row
+    /// anew; a rounded due once made the SIGKILL end-to-end test's state differ.)
+    func testDueInstantsEqualAFreshEvaluationAtEveryStep() throws {
+        for seed in 1...4 as ClosedRange<UInt64> {
+            var rng = SeededRNG(seed)
+            let incremental = Engine(config: Self.dueConfig())
+            let fresh = Engine(config: Self.dueConfig())
+            fresh.incrementalEvaluation = false
+            let p = PartitionID(topic: "t", partition: 0)
+            var t: Int64 = 1_790_000_000_000
+            for step in 0..<400 {
+                t += Int64(rng.next(upTo: 6 * 86_400_000)) + Int64(rng.next(upTo: 1000))
+                let types: [EventType] = [.pageView, .purchase, .messageOpen, .addToCart, .wecomChat]
+                let type = types[rng.next(upTo: types.count)]
+                let e = TouchpointEvent(eventID: "e\(step)", customerID: "c\(rng.next(upTo: 6))", type: type, channel: "app",
+                                        timestampMs: t, amount: type == .purchase ? Money(major: 100) : nil,
+                                        currency: type == .purchase ? "CNY" : nil)
+                var a: [EngineOutput] = [], b: [EngineOutput] = []
+                incremental.apply(e, partition: p) { a.append($0) }
+                fresh.apply(e, partition: p) { b.append($0) }
+                XCTAssertEqual(a, b, "seed \(seed) step \(step)")
+                let ip = try XCTUnwrap(incremental.partitions[p]), fp = try XCTUnwrap(fresh.partitions[p])
+                for slot in ip.customers.indices where ip.customers[slot].live {
+                    let id = ip.ids[slot]
+                    let other = try XCTUnwrap(fp.ids.firstIndex(of: id))
+                    XCTAssertEqual(ip.customers[slot].dueMs, fp.customers[other].dueMs, "seed \(seed) step \(step) \(id)")
+                    XCTAssertEqual(ip.customers[slot].evaluatedAtMs, fp.customers[other].evaluatedAtMs, "seed \(seed) step \(step) \(id)")
+                }
+            }
+        }
+    }
+
+    /// The example segments with one whose instants are far and have milliseconds (kept rounded
+    /// in the row) and one that refers to it.
+    static func dueConfig() -> EngineConfig {
+        let agg = AggregateConfig.keepingEverything()
+        var defs = ExampleSegments.definitions
+        defs.append(SegmentDefinition(name: "long_quiet", rule: "since(last(page_view)) > 40d"))
+        defs.append(SegmentDefinition(name: "long_quiet_buyer", rule: "in_segment(long_quiet) and orders() >= 1"))
+        let segs = try! SegmentSet(defs, aggregates: agg, channels: ChannelTable(agg))
+        return EngineConfig(aggregates: agg, segments: segs, transitionOutput: .explained)
     }
 
     /// The timer heap pops in (due, key) order under any mix of pushes and pops.

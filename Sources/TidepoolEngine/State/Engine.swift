@@ -523,35 +523,72 @@ public final class Engine {
             let stored = ps.customers[slot].memberships
             let masks = scopeMasks, incremental = incrementalEvaluation, everySegment = allSegments
             // The row, decoded: exact instants for the segments evaluated below; for the others,
-            // the instants kept (lower bounds within a second when far ahead, `NextFlipCode`).
+            // the instants kept, exact except those in `rounded` (lower bounds, `NextFlipCode`).
             withUnsafeTemporaryAllocation(of: Int64.self, capacity: n) { exact in
+                let dependents = masks + EvaluationScope.typeCount
+                /// `m` with every segment whose rounded instant a segment in `m` would read
+                /// (through `in_segment`), and the segments that refer to it: evaluated, it
+                /// gives its exact instant to them.
+                func readingExact(_ m: UInt64, _ rounded: UInt64) -> UInt64 {
+                    var m = m
+                    var rest = rounded & ~m
+                    while rest != 0 {
+                        var grew = false
+                        var r = rest
+                        while r != 0 {
+                            let i = r.trailingZeroBitCount
+                            r &= r - 1
+                            if dependents[i] & m != 0 { m |= dependents[i]; rest &= ~(1 << UInt64(i)); grew = true }
+                        }
+                        if !grew { break }
+                    }
+                    return m
+                }
                 // Which segments to evaluate, read from the row alone (a closure that also captured
                 // the aggregates copied them, four retains per evaluation).
-                let mask: UInt64 = ps.flips.withUnsafeBufferPointer { all in
-                    for i in 0..<n { exact[i] = NextFlipCode.decode(all[row + i], base: previousBase) }
+                var rounded: UInt64 = 0
+                var mask: UInt64 = ps.flips.withUnsafeBufferPointer { all in
+                    for i in 0..<n {
+                        exact[i] = NextFlipCode.decode(all[row + i], base: previousBase)
+                        if !NextFlipCode.isExact(all[row + i]) { rounded |= 1 << UInt64(i) }
+                    }
                     var mask = everySegment
                     if incremental && all[row] != NextFlipCode.unknown {
                         mask = type.map { masks[Int($0.rawValue)] } ?? 0
-                        let dependents = masks + EvaluationScope.typeCount
                         for i in 0..<n where exact[i] <= t { mask |= dependents[i] }
                     }
                     return mask
                 }
+                if rounded & ~mask != 0 { mask = readingExact(mask, rounded) }
                 // Borrow the aggregates in place. Through the array subscript they were copied (a retain
                 // and release per array) on every evaluation; through an unsafe pointer too, because the
                 // compiler cannot rule out a write to that memory during the calls. An `inout` access is
                 // exclusive, so the calls read the record where it lies.
-                func run(_ a: inout CustomerAggregates) -> UInt64 {
-                    mask == 0 ? stored
-                        : segs.evaluate(a, now: t, channels: channels, returnedAtMs: returned, stored: stored, mask: mask,
+                func run(_ a: inout CustomerAggregates, _ bits: UInt64, _ mask: UInt64) -> UInt64 {
+                    mask == 0 ? bits
+                        : segs.evaluate(a, now: t, channels: channels, returnedAtMs: returned, stored: bits, mask: mask,
                                         flips: exact)
                 }
-                let bits = run(&ps.customers[slot].aggregates)
+                var bits = run(&ps.customers[slot].aggregates, stored, mask)
                 var nextFlip = Int64.max
+                while true {
+                    var earliest = -1
+                    nextFlip = .max
+                    for i in 0..<n where exact[i] < nextFlip { nextFlip = exact[i]; earliest = i }
+                    // A rounded instant as the customer's earliest would set the timer early (and
+                    // the checkpointed due): that segment is evaluated for its exact instant. Its
+                    // truth cannot have changed (its instant is after `t`), so neither can the
+                    // bits of those that refer to it.
+                    guard earliest >= 0, mask & (1 << UInt64(earliest)) == 0, rounded & (1 << UInt64(earliest)) != 0 else { break }
+                    let more = readingExact(mask | dependents[earliest], rounded)
+                    bits = run(&ps.customers[slot].aggregates, bits, more & ~mask)
+                    mask |= more
+                }
                 ps.flips.withUnsafeMutableBufferPointer { all in
+                    // What was rounded and not evaluated stays marked rounded.
+                    let stillRounded = rounded & ~mask
                     for i in 0..<n {
-                        if exact[i] < nextFlip { nextFlip = exact[i] }
-                        all[row + i] = NextFlipCode.encode(exact[i], base: base)
+                        all[row + i] = NextFlipCode.encode(exact[i], base: base, exact: stillRounded & (1 << UInt64(i)) == 0)
                     }
                 }
                 next = nextFlip
@@ -564,13 +601,6 @@ public final class Engine {
                                       memberships: segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 },
                                       models: segs.models, returnedAtMs: returned)
                         : nil
-                    // A segment evaluated here may have read the stored, rounded flip of one it
-                    // refers to (`in_segment`); an explanation states exact instants, so it
-                    // takes them from a full evaluation (explained output is for inspection and
-                    // tests; the daemon counts).
-                    let exactFlips = ctx.map { _ in
-                        segs.nextFlips(ps.customers[slot].aggregates, now: t, channels: channels, returnedAtMs: returned)
-                    }
                     var rest = changed
                     while rest != 0 {
                         let i = rest.trailingZeroBitCount
@@ -584,7 +614,7 @@ public final class Engine {
                             var flip: Int64? = nil
                             if let ctx {
                                 values = RuleExplainer.values(segs.explanationParts[i], ctx)
-                                let f = exactFlips![i]
+                                let f = exact[i]  // evaluated: exact
                                 flip = f == .max ? nil : f
                             }
                             emit(.transition(SegmentTransition(

@@ -5,15 +5,16 @@
 /// 50-event customer measured 1,050 bytes with 8-byte times; the target is 1 KiB).
 ///
 /// - An instant less than ~24.8 days (2^31 - 2 ms) after the evaluation is kept exactly, in
-///   milliseconds; dormancy thresholds and most window exits are that close.
-/// - A later one is kept in whole seconds, rounded down (up to 68 years ahead, clamped below).
+///   milliseconds: dormancy thresholds, and most instants that come soon enough to matter.
+/// - A later one is kept in whole seconds (up to ~34 years ahead, clamped below), with a bit
+///   saying whether that is exact: window exits fall on whole hours, so they are; an instant
+///   with milliseconds (`since(last(x)) > 180d`) is kept rounded down, a lower bound.
 ///
-/// Rounding down keeps every use correct: a stored flip is only ever used as "this segment may
-/// have changed by then". A segment whose stored flip is at or before `t` is evaluated again, and
-/// an evaluation computes exact instants; so a rounded value can only make a segment be evaluated
-/// up to a second early, never late. (Kept in seconds for every instant, the 1M-customer replay
-/// fired 28% more timers: each early one evaluates and is set again at the exact instant.)
-/// Transitions and their explanations use exact instants only.
+/// The engine never lets a rounded instant reach a result (`Engine.evaluate`): a segment that
+/// reads a rounded instant of another through `in_segment`, or a rounded instant that would be a
+/// customer's earliest, has that segment evaluated again, which gives the exact instant. So the
+/// instants, the customer's timer and everything checkpointed are what a full evaluation gives,
+/// whatever happened to the row (a restart, which starts every row anew, changes nothing).
 enum NextFlipCode {
     /// A row whose first entry is `unknown` has never been evaluated: every segment is. Elsewhere
     /// it reads as "evaluate at once".
@@ -21,24 +22,35 @@ enum NextFlipCode {
     /// Only an event can flip the segment (`Int64.max`).
     static let never: UInt32 = .max
     private static let secondsFrom: UInt32 = 1 << 31
+    private static let maxSeconds = Int64((never - 2 - secondsFrom) >> 1)  // the largest code stays below `never`
 
-    /// `ms` relative to `base` (the evaluation it was computed in).
+    /// `ms` relative to `base` (the evaluation that writes the row). `exact` false: `ms` is itself
+    /// only a lower bound (a rounded instant read back and not evaluated since), and stays marked
+    /// so, however near it now is.
     @inline(__always)
-    static func encode(_ ms: Int64, base: Int64) -> UInt32 {
+    static func encode(_ ms: Int64, base: Int64, exact: Bool = true) -> UInt32 {
         if ms == .max { return never }
         let d = ms &- base
         if d < 0 || base == .min { return unknown }
-        if d < Int64(secondsFrom) - 1 { return UInt32(d + 1) }
-        return secondsFrom + UInt32(min(d / 1000, Int64(never - secondsFrom) - 1))
+        if exact && d < Int64(secondsFrom) - 1 { return UInt32(d + 1) }
+        let s = d / 1000
+        if s > maxSeconds { return secondsFrom + (UInt32(maxSeconds) << 1) }
+        return secondsFrom + (UInt32(s) << 1) + (exact && d % 1000 == 0 ? 1 : 0)
     }
 
-    /// The instant encoded against `base`, or a lower bound of it within a second; `.min` for
+    /// The instant encoded against `base`, or (`isExact` false) a lower bound of it; `.min` for
     /// `unknown`.
     @inline(__always)
     static func decode(_ code: UInt32, base: Int64) -> Int64 {
         if code == unknown { return .min }
         if code == never { return .max }
         if code < secondsFrom { return base &+ Int64(code - 1) }
-        return base &+ Int64(code - secondsFrom) * 1000
+        return base &+ Int64((code - secondsFrom) >> 1) * 1000
+    }
+
+    /// Whether `decode` gives the instant itself (`unknown` counts as exact: it is evaluated).
+    @inline(__always)
+    static func isExact(_ code: UInt32) -> Bool {
+        code < secondsFrom || code == never || code & 1 == 1
     }
 }
