@@ -190,35 +190,35 @@ final class EngineTimeTests: XCTestCase {
         }
     }
 
-    /// A stored next flip (relative to the customer's last evaluation) is exact up to ~24.8 days
-    /// ahead; beyond, it is kept in seconds, exact when the instant is a whole second (window
-    /// exits fall on whole hours) and otherwise a lower bound less than a second below it, which
-    /// `isExact` says. "Only an event" and "never evaluated" survive the round trip, instants
-    /// past ~34 years ahead clamp to a lower bound, and what cannot be kept reads as "evaluate
-    /// now".
+    /// A stored next flip is exact up to ~48.9 days after the customer's last evaluation; beyond,
+    /// it is kept as its UTC hour, exact when the instant is a whole hour (window exits) and
+    /// otherwise a lower bound less than an hour below it, which `isExact` says. "Only an event"
+    /// and "never evaluated" survive the round trip, far instants clamp to a lower bound, and
+    /// what cannot be kept reads as "evaluate now".
     func testStoredNextFlipsAreExactOrMarkedLowerBounds() {
         var rng = SeededRNG(11)
-        let exactSpan: Int64 = (1 << 31) - 2, secondsSpan: Int64 = ((1 << 30) - 2) * 1000  // ~34 years
+        let exactSpan: Int64 = (1 << 32) - (1 << 26) - 2, hour: Int64 = 3_600_000
         for step in 0..<100_000 {
             let base = Int64(rng.next(upTo: 1 << 40))
-            var ahead = rng.next(upTo: 2) == 0 ? Int64(rng.next(upTo: 1 << 32)) : Int64(rng.next(upTo: 1 << 45))
-            if step % 3 == 0 { ahead -= ahead % 3_600_000 }  // on a whole hour
-            let ms = base + ahead
+            var ms = base + (rng.next(upTo: 2) == 0 ? Int64(rng.next(upTo: 1 << 33)) : Int64(rng.next(upTo: 1 << 45)))
+            if step % 3 == 0 { ms -= ms % hour }  // a whole hour
+            let ahead = ms - base
+            if ahead < 0 { continue }  // before its evaluation: "evaluate now", below
             let code = NextFlipCode.encode(ms, base: base)
             let back = NextFlipCode.decode(code, base: base)
-            if ahead <= exactSpan || (ahead <= secondsSpan && ahead % 1000 == 0) {
+            if ahead <= exactSpan || ms % hour == 0 {
                 XCTAssertEqual(back, ms, "\(ahead) ms ahead")
                 XCTAssertTrue(NextFlipCode.isExact(code), "\(ahead) ms ahead")
             } else {
                 XCTAssertFalse(NextFlipCode.isExact(code), "\(ahead) ms ahead")
                 XCTAssertLessThanOrEqual(back, ms, "\(ahead) ms ahead")
-                if ahead <= secondsSpan { XCTAssertLessThan(ms - back, 1000, "\(ahead) ms ahead") }
+                XCTAssertLessThan(ms - back, hour, "\(ahead) ms ahead")
             }
         }
         // A lower bound read back stays marked as one, even once near.
-        let near = NextFlipCode.encode(10_500, base: 10_000, exact: false)
+        let near = NextFlipCode.encode(10 * hour + 500, base: 10 * hour, exact: false)
         XCTAssertFalse(NextFlipCode.isExact(near))
-        XCTAssertEqual(NextFlipCode.decode(near, base: 10_000), 10_000)
+        XCTAssertEqual(NextFlipCode.decode(near, base: 10 * hour), 10 * hour)
         XCTAssertEqual(NextFlipCode.decode(NextFlipCode.encode(.max, base: 7), base: 7), .max)
         XCTAssertTrue(NextFlipCode.isExact(NextFlipCode.never))
         XCTAssertEqual(NextFlipCode.decode(NextFlipCode.unknown, base: 7), .min)
@@ -268,7 +268,7 @@ final class EngineTimeTests: XCTestCase {
     static func dueConfig() -> EngineConfig {
         let agg = AggregateConfig.keepingEverything()
         var defs = ExampleSegments.definitions
-        defs.append(SegmentDefinition(name: "long_quiet", rule: "since(last(page_view)) > 40d"))
+        defs.append(SegmentDefinition(name: "long_quiet", rule: "since(last(page_view)) > 60d"))
         defs.append(SegmentDefinition(name: "long_quiet_buyer", rule: "in_segment(long_quiet) and orders() >= 1"))
         let segs = try! SegmentSet(defs, aggregates: agg, channels: ChannelTable(agg))
         return EngineConfig(aggregates: agg, segments: segs, transitionOutput: .explained)
