@@ -75,9 +75,8 @@ public struct AggregateConfig: Sendable, Equatable {
     }
 
     /// The scalars an event update needs, computed once: passing the whole configuration (three
-    /// arrays) to every update cost retains, and `retentionMs` a scan of the windows.
+    /// arrays) to every update cost retains, and each type's retention a scan of the windows.
     public struct Limits: Sendable, Equatable {
-        public var retentionMs: Int64
         public var dedupeHorizonMs: Int64
         public var dedupeDepth: Int
         public var ownedMask: UInt64
@@ -86,7 +85,7 @@ public struct AggregateConfig: Sendable, Equatable {
     }
 
     public func limits(_ channels: ChannelTable) -> Limits {
-        Limits(retentionMs: retentionMs, dedupeHorizonMs: dedupeHorizonMs, dedupeDepth: dedupeDepth,
+        Limits(dedupeHorizonMs: dedupeHorizonMs, dedupeDepth: dedupeDepth,
                ownedMask: channels.ownedMask, platformMask: channels.platformMask, kept: KeptBuckets(self))
     }
 

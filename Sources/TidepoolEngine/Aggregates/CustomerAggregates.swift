@@ -378,13 +378,14 @@ public struct CustomerAggregates: Sendable, Equatable {
             let r = kept.retentionMs(rawType: type)
             return r > 0 ? Self.hour(streamTimeMs - r) : .max
         }
+        // Orders last as long as purchase buckets (after the buckets, on every path: the order
+        // section lies before them, so trimming it first would move every bucket word).
+        let ordersFrom = dropBefore(EventType.purchase.rawValue)
+        defer { sections.keep(.orders, as: PackedOrder.self) { $0.hour >= ordersFrom } }
         let first = sections.read(.buckets, as: UInt64.self) { $0.first.map(BucketWords.hour) }
         // A type kept less than 7 days can have buckets to drop above the daily floor.
         let shortest = kept.isUniform ? 0 : Self.hour(streamTimeMs - AggregateConfig.dayMs)
-        guard let oldest = first, oldest < Swift.max(floor, shortest) else {
-            sections.keep(.orders, as: PackedOrder.self) { $0.hour >= dropBefore(EventType.purchase.rawValue) }
-            return
-        }
+        guard let oldest = first, oldest < Swift.max(floor, shortest) else { return }
         // In place over the words: a read cursor `r` and a write cursor `n` behind it. A folded
         // bucket's words never outnumber those of the buckets folded into it (an amount word is
         // added only for an amount read with its own word), so `n` stays at or behind `r`.
@@ -439,7 +440,6 @@ public struct CustomerAggregates: Sendable, Equatable {
             return n
         }
         sections.truncate(.buckets, to: written)
-        sections.keep(.orders, as: PackedOrder.self) { $0.hour >= dropBefore(EventType.purchase.rawValue) }
     }
 
     // MARK: - Queries

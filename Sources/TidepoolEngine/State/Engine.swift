@@ -182,7 +182,7 @@ public struct PartitionState: Sendable {
     /// Each customer's next possible flip per segment: `segments.count` entries from
     /// `slot * segments.count` (`Engine.evaluate`). Derived state, not checkpointed: a slot whose
     /// first entry is `unknown` (new, reused, restored, or after a reload) is evaluated in full.
-    /// Whole seconds rounded down, 4 bytes each (`NextFlipCode`).
+    /// 4 bytes each: exact near, far ones possibly rounded down and marked so (`NextFlipCode`).
     var flips = SlotArray<UInt32>()
     public internal(set) var stats = PartitionStats()
     /// Slots changed in the current epoch, and customers evicted since the last capture began.
@@ -531,18 +531,17 @@ public final class Engine {
                 /// gives its exact instant to them.
                 func readingExact(_ m: UInt64, _ rounded: UInt64) -> UInt64 {
                     var m = m
-                    var rest = rounded & ~m
-                    while rest != 0 {
-                        var grew = false
-                        var r = rest
+                    while true {
+                        var added: UInt64 = 0
+                        var r = rounded & ~m
                         while r != 0 {
                             let i = r.trailingZeroBitCount
                             r &= r - 1
-                            if dependents[i] & m != 0 { m |= dependents[i]; rest &= ~(1 << UInt64(i)); grew = true }
+                            if dependents[i] & m != 0 { added |= dependents[i] }
                         }
-                        if !grew { break }
+                        if added == 0 { return m }
+                        m |= added
                     }
-                    return m
                 }
                 // Which segments to evaluate, read from the row alone (a closure that also captured
                 // the aggregates copied them, four retains per evaluation).
