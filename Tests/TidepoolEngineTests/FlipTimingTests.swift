@@ -14,6 +14,8 @@ final class FlipTimingTests: XCTestCase {
     /// Every operator, hourly and daily windows, counts and sums that refunds lower, since() of
     /// first and last, and/or/not, and segments that use segments.
     let rules: [(String, String)] = [
+        // Refers to segments defined after it: evaluated after them, out of definition order.
+        ("early_either", "in_segment(big_month) or in_segment(not_lapsed)"),
         ("pair_6h", "count(page_view, 6h) == 2"),
         ("not_three_1d", "count(page_view, 1d) != 3"),
         ("few_buys", "count(purchase, 30d) < 2 and orders() >= 1"),
@@ -73,6 +75,7 @@ final class FlipTimingTests: XCTestCase {
         if purchases(30 * day).1 > money(200) { m.insert("big_month") }
         if purchases(2 * day).0 > 0 && lastView.map({ t - $0 <= day }) == true { m.insert("buyer_left") }
         if (views(day) >= 2 || lastPurchase.map({ t - $0 > 2 * day }) == true) && !(purchases(2 * day).1 > money(100)) { m.insert("mixed") }
+        if m.contains("big_month") || m.contains("not_lapsed") { m.insert("early_either") }
         return m
     }
 

@@ -269,12 +269,13 @@ struct FlipTiming: Sendable {
     /// Each segment's next instant after `t` at which its membership can flip, left in `segNext`
     /// (indexed like the segments, `.max`: only an event can).
     /// `bits` are the memberships at `t`; `counts`, `sums` and `truths` what the programs computed
-    /// at `t`. Only the segments in `mask` are computed (and count towards the result); the
-    /// others' instants are read from `segNext` where a computed segment refers to them.
+    /// at `t`. Only the segments at the `positions` of `runs` (bit p: `runs[p]`, see
+    /// `ProgramTable.positions`) are computed (and count towards the result); the others'
+    /// instants are read from `segNext` where a computed segment refers to them.
     func next(_ a: borrowing CustomerAggregates, after t: Int64, returnedAtMs: Int64, bits: UInt64,
               windowTerms: WindowTerms, counts: UnsafeMutableBufferPointer<Int64>, sums: UnsafeMutableBufferPointer<Int64>,
               from: UnsafeMutableBufferPointer<UInt32>, truths: UnsafeMutablePointer<Bool>,
-              segNext: UnsafeMutableBufferPointer<Int64>, mask: UInt64 = .max) {
+              segNext: UnsafeMutableBufferPointer<Int64>, positions: UInt64) {
         let to = CustomerAggregates.hour(t)
         // The buckets and first/last times are taken once here, not once per term: each read of a
         // section is a closure, and per term the compiler left them out of line.
@@ -325,7 +326,10 @@ struct FlipTiming: Sendable {
                                     if case .or = nodes[k] { or = true }
                                     return Decider(or: or, left: node[lc].truth, right: node[rc].truth)
                                 }
-                                for r in runs where mask & (1 << UInt64(r.segment)) != 0 {
+                                var left = positions
+                                while left != 0 {
+                                    let r = runs[left.trailingZeroBitCount]
+                                    left &= left - 1
                                     switch r.shape {
                                     case .atom(let i):
                                         segNext[Int(r.segment)] = atomInstant(Int(i))

@@ -173,7 +173,7 @@ struct RuleProgram: Sendable, Equatable {
     /// evaluated earlier. Reading the operations through a buffer pointer keeps the
     /// hot loop free of reference counting (iterating the `[Op]` retained it once per program).
     /// The value of `leaf` for one customer at `now` (NaN: missing).
-    @inline(__always)
+    @inline(never)
     static func value(_ leaf: Leaf, _ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable,
                       models: ModelConfig, returnedAtMs: Int64, counts: UnsafeMutableBufferPointer<Int64>,
                       sums: UnsafeMutableBufferPointer<Int64>) -> Double {
@@ -243,6 +243,20 @@ struct ProgramTable: Sendable {
         var segment: Int
         var start: Int
         var end: Int
+        /// Most rules are one comparison, or two joined by and/or: those are decided directly
+        /// from `tests`, without the stack machine's dispatch.
+        var shape: Shape
+    }
+    enum Shape: Sendable {
+        case test(Int32)
+        case pair(Int32, Int32, or: Bool)
+        case program
+    }
+    /// One comparison, `leaf op constant` (`RuleProgram.Op.test`).
+    struct Test: Sendable {
+        var leaf: RuleProgram.Leaf
+        var op: CompareOp
+        var constant: Double
     }
     let ops: [RuleProgram.Op]
     /// One entry per segment, in dependency order.
@@ -252,20 +266,60 @@ struct ProgramTable: Sendable {
     /// Comparisons of all programs; each program's atoms are numbered from `atomBase[segment]`.
     let atomCount: Int
     let atomBase: [Int]
+    /// Indexed by atom: the comparison when it is a `.test` (the shapes `test` and `pair` read
+    /// only these).
+    let tests: [Test]
+    /// Indexed by segment: its position in `runs` (the flip timing's runs are in the same order).
+    let positionOf: [UInt8]
+    /// Whether every segment is at its own position (no `in_segment` reorders them).
+    let inOrder: Bool
+
+    /// The positions in `runs` of the segments in `mask` (bit p: `runs[p]`): the evaluation
+    /// loops visit only these, in dependency order, instead of testing every run.
+    @inline(__always)
+    func positions(_ mask: UInt64) -> UInt64 {
+        if inOrder { return mask }
+        return positionOf.withUnsafeBufferPointer { at in
+            var p: UInt64 = 0, m = mask
+            while m != 0 {
+                p |= 1 << UInt64(at[m.trailingZeroBitCount])
+                m &= m - 1
+            }
+            return p
+        }
+    }
 
     init(_ programs: [RuleProgram], order: [Int]) {
         var ops: [RuleProgram.Op] = []
         var runs: [Run] = []
         var base = [Int](repeating: 0, count: programs.count)
         var atoms = 0
+        var tests: [Test] = []
         for i in order {
             base[i] = atoms
-            runs.append(Run(segment: i, start: ops.count, end: ops.count + programs[i].ops.count))
-            ops += programs[i].ops.map { $0.atomsFrom(Int32(atoms)) }
+            let own = programs[i].ops.map { $0.atomsFrom(Int32(atoms)) }
+            for _ in programs[i].atoms { tests.append(Test(leaf: .orders, op: .eq, constant: .nan)) }
+            for op in own {
+                if case .test(let l, let c, let k, let a) = op { tests[Int(a)] = Test(leaf: l, op: c, constant: k) }
+            }
+            let shape: Shape
+            switch own.count == 3 ? (own[0], own[1], own[2]) : nil {
+            case (.test(_, _, _, let x), .test(_, _, _, let y), .and)?: shape = .pair(x, y, or: false)
+            case (.test(_, _, _, let x), .test(_, _, _, let y), .or)?: shape = .pair(x, y, or: true)
+            default:
+                if own.count == 1, case .test(_, _, _, let x) = own[0] { shape = .test(x) } else { shape = .program }
+            }
+            runs.append(Run(segment: i, start: ops.count, end: ops.count + own.count, shape: shape))
+            ops += own
             atoms += programs[i].atoms.count
         }
         self.ops = ops
         self.runs = runs
+        self.tests = tests
+        var at = [UInt8](repeating: 0, count: programs.count)
+        for (p, r) in runs.enumerated() { at[r.segment] = UInt8(p) }
+        positionOf = at
+        inOrder = at.enumerated().allSatisfy { Int($1) == $0 }
         maxDepth = max(programs.map(\.maxDepth).max() ?? 1, 1)
         atomCount = atoms
         atomBase = base
@@ -298,7 +352,24 @@ struct WindowTerms: Sendable {
         for e in exprs { walk(e) }
         let all = terms
         byType = IndicesByEventType(items: all.count) { all[$0].type == $1 }
+        let lookup = self.lookup
+        /// Bit i: term i, read by `e` (every bit when there are more than 64 terms).
+        func reads(_ e: RuleExpr) -> UInt64 {
+            switch e {
+            case .count(let t, let w, let c), .sum(let t, let w, let c):
+                let i = lookup[Term(type: t.rawValue, windowMs: w, channel: c.map { Int16($0) } ?? -1)]!
+                return i < 64 ? 1 << UInt64(i) : .max
+            case .since(let x), .not(let x): return reads(x)
+            case .compare(_, let x, let y), .and(let x, let y), .or(let x, let y): return reads(x) | reads(y)
+            default: return 0
+            }
+        }
+        termsRead = exprs.map(reads)
     }
+
+    /// Indexed like the rules given to `init`: the terms each one reads itself (a segment it
+    /// refers to with `in_segment` is read as a membership bit, not through its terms).
+    private(set) var termsRead: [UInt64] = []
 
     private mutating func add(_ t: Term) {
         guard lookup[t] == nil else { return }
@@ -312,22 +383,30 @@ struct WindowTerms: Sendable {
 
     var count: Int { terms.count }
 
-    /// Fills counts and sums of every term at time `t`.
-    @inline(__always)
-    func evaluate(_ a: borrowing CustomerAggregates, at t: Int64, counts: UnsafeMutableBufferPointer<Int64>,
+    /// Fills counts and sums at time `t` of the terms in `needed` (bit i: term i; the others are
+    /// left unset). An evaluation of some of the segments reads only their terms: after a page
+    /// view, the purchase terms are not summed.
+    @inline(never)
+    func evaluate(_ a: borrowing CustomerAggregates, at t: Int64, needed: UInt64, counts: UnsafeMutableBufferPointer<Int64>,
                   sums: UnsafeMutableBufferPointer<Int64>, from: UnsafeMutableBufferPointer<UInt32>) {
+        guard needed != 0 else { return }
         let to = CustomerAggregates.hour(t)
-        for i in terms.indices {
+        // Over 64 terms every bit is set (`termsRead`) and every term is filled.
+        let all = needed == .max
+        var types: UInt64 = 0
+        for i in terms.indices where all || needed & (1 << UInt64(i)) != 0 {
             counts[i] = 0
             sums[i] = 0
             from[i] = CustomerAggregates.windowStartHour(terms[i].windowMs, at: t)
+            types |= 1 << UInt64(terms[i].type)
         }
         terms.withUnsafeBufferPointer { terms in
             byType.withLists { byType in
                 a.withBuckets { buckets in
-                    for b in buckets where b.hour <= to {
+                    for b in buckets where b.hour <= to && types & (1 << UInt64(b.type)) != 0 {
                         for k in byType[b.type] {
                             let i = Int(k)
+                            guard all || needed & (1 << UInt64(i)) != 0 else { continue }
                             guard b.hour >= from[i] && (terms[i].channel < 0 || Int16(b.channel) == terms[i].channel) else { continue }
                             counts[i] += Int64(b.count)
                             sums[i] += b.amount

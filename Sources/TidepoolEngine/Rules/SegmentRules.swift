@@ -234,27 +234,59 @@ public struct SegmentSet: Sendable, Equatable {
                     let truths = truths.baseAddress!
                     let counts = UnsafeMutableBufferPointer(rebasing: buf[0..<n])
                     let sums = UnsafeMutableBufferPointer(rebasing: buf[n..<(2 * n)])
-                    c.windowTerms.evaluate(a, at: now, counts: counts, sums: sums, from: from)
+                    // Only the terms the evaluated segments read.
+                    var needed: UInt64 = 0
+                    c.windowTerms.termsRead.withUnsafeBufferPointer { read in
+                        var m = mask & c.scope.all
+                        while m != 0 {
+                            needed |= read[m.trailingZeroBitCount]
+                            m &= m - 1
+                        }
+                    }
+                    c.windowTerms.evaluate(a, at: now, needed: needed, counts: counts, sums: sums, from: from)
                     let models = c.models
+                    let positions = c.table.positions(mask & c.scope.all)
                     let bits = c.table.ops.withUnsafeBufferPointer { ops in
                         c.table.runs.withUnsafeBufferPointer { runs in
+                          c.table.tests.withUnsafeBufferPointer { tests in
                             withUnsafeTemporaryAllocation(of: Double.self, capacity: c.table.maxDepth) { stack in
+                                @inline(__always) func test(_ i: Int32) -> Bool {
+                                    let x = tests[Int(i)]
+                                    let r = x.op.holds(RuleProgram.value(x.leaf, a, now: now, channels: channels, models: models,
+                                                                         returnedAtMs: returnedAtMs, counts: counts, sums: sums), x.constant)
+                                    truths[Int(i)] = r
+                                    return r
+                                }
                                 // Segments outside the mask keep their stored truth; those inside are
                                 // evaluated in dependency order, so `in_segment` reads current bits.
                                 var bits: UInt64 = stored & ~mask
-                                for r in runs where mask & (1 << UInt64(r.segment)) != 0 && RuleProgram.run(
-                                    UnsafeBufferPointer(rebasing: ops[r.start..<r.end]), stack: stack, a, now: now,
-                                    channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs,
-                                    counts: counts, sums: sums, atoms: truths) {
-                                    bits |= 1 << UInt64(r.segment)
+                                var left = positions
+                                while left != 0 {
+                                    let r = runs[left.trailingZeroBitCount]
+                                    left &= left - 1
+                                    let truth: Bool
+                                    switch r.shape {
+                                    case .test(let i): truth = test(i)
+                                    case .pair(let i, let j, let or):
+                                        // Both sides: the flip timing reads both truths.
+                                        let x = test(i), y = test(j)
+                                        truth = or ? x || y : x && y
+                                    case .program:
+                                        truth = RuleProgram.run(
+                                            UnsafeBufferPointer(rebasing: ops[r.start..<r.end]), stack: stack, a, now: now,
+                                            channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs,
+                                            counts: counts, sums: sums, atoms: truths)
+                                    }
+                                    if truth { bits |= 1 << UInt64(r.segment) }
                                 }
                                 return bits
                             }
+                          }
                         }
                     }
                     if let flips {
                         c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
-                                    counts: counts, sums: sums, from: from, truths: truths, segNext: flips, mask: mask)
+                                    counts: counts, sums: sums, from: from, truths: truths, segNext: flips, positions: positions)
                     }
                     return bits
                 }
