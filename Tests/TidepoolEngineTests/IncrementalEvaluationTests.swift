@@ -20,6 +20,9 @@ final class IncrementalEvaluationTests: XCTestCase {
         ("app_fan", "count(page_view, 2d, channel=app) >= 2 and not in_segment(multichannel)"),
         ("new_chatter", "since(first(wecom_chat)) < 3d"),
         ("lapsed_winback", "in_segment(winback) or (in_segment(dormant) and spend() >= 300)"),
+        // Members with no events at all: a first event that does not touch them still enters them.
+        ("never_bought", "orders() == 0"),
+        ("no_view_today", "not (count(page_view, 1d) >= 1) and not in_segment(never_bought)"),
     ]
 
     func engine(incremental: Bool) throws -> Engine {
@@ -44,7 +47,8 @@ final class IncrementalEvaluationTests: XCTestCase {
             var clock = t0
             var orders: [String] = []
             for step in 0..<600 {
-                let customer = rng.next(upTo: 12)
+                // Many customers' first events (a first event evaluates fewer segments).
+                let customer = rng.next(upTo: 40)
                 let c = "c\(customer)"
                 let p = parts[customer & 1]
                 clock += Int64(rng.next(upTo: Int(day)))

@@ -238,7 +238,9 @@ public final class Engine {
     /// evaluation runs every segment. Tests compare the two.
     var incrementalEvaluation = true
     /// The `EvaluationScope` of the current segments as raw memory: the segments each event type
-    /// affects (`EventType.allCases.count` masks), then each segment's dependents. Read on every
+    /// affects (`EventType.allCases.count` masks), then each segment's dependents, then the
+    /// memberships of a customer with no events and the segments whose membership an empty
+    /// customer can change with time (`emptyCustomer`). Read on every
     /// evaluation; reading them through the scope's arrays retained and released the arrays each
     /// time (~250 instructions per evaluation, callgrind).
     private var scopeMasks: UnsafeMutablePointer<UInt64>
@@ -253,12 +255,31 @@ public final class Engine {
     /// segments; a removed segment keeps its count).
     private var earlierTransitions: [String: Int64] = [:]
 
-    private static func scopeMasks(_ segments: SegmentSet) -> UnsafeMutablePointer<UInt64> {
+    private static func scopeMasks(_ segments: SegmentSet, channels: ChannelTable) -> UnsafeMutablePointer<UInt64> {
         let s = segments.scope
-        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: s.affectedBy.count + s.dependents.count)
+        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: s.affectedBy.count + s.dependents.count + 2)
         p.initialize(from: s.affectedBy, count: s.affectedBy.count)
         (p + s.affectedBy.count).initialize(from: s.dependents, count: s.dependents.count)
+        let empty = emptyCustomer(segments, channels: channels)
+        (p + s.affectedBy.count + s.dependents.count).initialize(to: empty.bits)
+        (p + s.affectedBy.count + s.dependents.count + 1).initialize(to: empty.timed)
         return p
+    }
+
+    /// A customer's first event changes only the segments its type affects; every other segment
+    /// reads nothing but empty state, and is what it is for a customer with no events. Those
+    /// memberships (`bits`) are computed once here. `timed`: the segments an empty customer's
+    /// membership could still change with time (none in the example rules), with the segments
+    /// that refer to them; a first event evaluates those too. A new customer's first
+    /// evaluation was every segment; with the ten example segments it is about half of them.
+    private static func emptyCustomer(_ segments: SegmentSet, channels: ChannelTable) -> (bits: UInt64, timed: UInt64) {
+        let empty = CustomerAggregates()
+        let bits = segments.memberships(empty, now: 0, channels: channels)
+        var timed: UInt64 = 0
+        for (i, at) in segments.nextFlips(empty, now: 0, channels: channels).enumerated() where at != .max {
+            timed |= segments.scope.dependents[i]
+        }
+        return (bits, timed)
     }
 
     private static func counters(_ segments: SegmentSet) -> UnsafeMutablePointer<Int64> {
@@ -289,7 +310,7 @@ public final class Engine {
         (limits, latenessMs, retentionMs, hasCampaigns, firstPurchaseEnabled) = Engine.hot(config, channels)
         self.ruleVersions = config.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
         self.usesLifecycle = config.segments.allTerms.recalledForMs != nil
-        self.scopeMasks = Engine.scopeMasks(config.segments)
+        self.scopeMasks = Engine.scopeMasks(config.segments, channels: ChannelTable(config.aggregates))
         self.allSegments = config.segments.scope.all
         self.transitionOutput = config.transitionOutput
         self.transitionsBySegment = Engine.counters(config.segments)
@@ -421,6 +442,8 @@ public final class Engine {
         }
 
         let slot = self.slot(for: e.customerID, hash: idHash, in: &ps)
+        // Never evaluated: a customer new to this partition, whose state is this event alone.
+        let first = ps.customers[slot].evaluatedAtMs == .min
         preserve(&ps, slot)
         // 2. Evaluation time never goes backwards for a customer, and never before stream time:
         //    a late event updates state now, it does not rewrite past memberships.
@@ -458,7 +481,7 @@ public final class Engine {
             ps.customers[slot].firstPurchaseFired = true
             emit(.trigger(firstPurchaseTrigger(e, ps.customers[slot].aggregates)))
         }
-        evaluate(&ps, slot: slot, at: evalAt, cause: e.eventID, type: e.type, emit: emit)
+        evaluate(&ps, slot: slot, at: evalAt, cause: e.eventID, type: e.type, firstEvent: first, emit: emit)
     }
 
     /// Moves a partition's stream time forward to `streamTimeMs` (the pipeline calls this with the
@@ -501,8 +524,10 @@ public final class Engine {
     /// fired. Only the segments that can have changed are evaluated (`EvaluationScope`): those the
     /// event's type affects and those whose own next flip has come, with their dependents; the
     /// others keep their bit and their next flip from the customer's row of `ps.flips`.
+    ///
+    /// `firstEvent`: the customer's state is this one event (`emptyCustomer`).
     private func evaluate(_ ps: inout PartitionState, slot: Int, at t: Int64, cause: String?, type: EventType?,
-                          emit: (EngineOutput) -> Void) {
+                          firstEvent: Bool = false, emit: (EngineOutput) -> Void) {
         let segs = config.segments
         markChanged(&ps, slot)
         // The row of next flips is relative to the last evaluation (`NextFlipCode`).
@@ -555,6 +580,10 @@ public final class Engine {
                     if incremental && all[row] != NextFlipCode.unknown {
                         mask = type.map { masks[Int($0.rawValue)] } ?? 0
                         for i in 0..<n where exact[i] <= t { mask |= dependents[i] }
+                    } else if incremental && firstEvent, let type {
+                        // The others are as for an empty customer, and stay so until an event.
+                        mask = masks[Int(type.rawValue)] | dependents[n + 1]
+                        for i in 0..<n where mask & (1 << UInt64(i)) == 0 { exact[i] = .max }
                     }
                     return mask
                 }
@@ -568,7 +597,7 @@ public final class Engine {
                         : segs.evaluate(a, now: t, channels: channels, returnedAtMs: returned, stored: bits, mask: mask,
                                         flips: exact)
                 }
-                var bits = run(&ps.customers[slot].aggregates, stored, mask)
+                var bits = run(&ps.customers[slot].aggregates, firstEvent && incremental ? dependents[n] : stored, mask)
                 var nextFlip = Int64.max
                 while true {
                     var earliest = -1
@@ -752,7 +781,7 @@ public final class Engine {
         ruleVersions = new.segments.segments.map { String(StableHash.hex128([$0.rule]).prefix(12)) }
         usesLifecycle = new.segments.allTerms.recalledForMs != nil
         scopeMasks.deallocate()
-        scopeMasks = Engine.scopeMasks(new.segments)
+        scopeMasks = Engine.scopeMasks(new.segments, channels: channels)
         allSegments = new.segments.scope.all
         for p in Array(partitions.keys) {
             withPartition(p) { ps in
