@@ -105,7 +105,7 @@ public struct SegmentSet: Sendable, Equatable {
         let flip: FlipTiming
         let windowTerms: WindowTerms
         let allTerms: RuleTiming.Terms
-        nonisolated(unsafe) let explanationParts: [[(String, RuleExpr)]]
+        let explanationParts: [[(String, RuleExpr)]]
         let models: ModelConfig
         /// What can change when (`EvaluationScope`).
         let scope: EvaluationScope
