@@ -168,11 +168,8 @@ struct RuleProgram: Sendable, Equatable {
         structure(e)
     }
 
-    /// Runs `ops` (a program's slice of a `ProgramTable`) for one customer at `now` on `stack`,
-    /// which holds at least the program's `maxDepth` values; `memberships` holds segments
-    /// evaluated earlier. Reading the operations through a buffer pointer keeps the
-    /// hot loop free of reference counting (iterating the `[Op]` retained it once per program).
-    /// The value of `leaf` for one customer at `now` (NaN: missing).
+    /// The value of `leaf` for one customer at `now` (NaN: missing). Out of line: inlined into
+    /// every test of the evaluation it cost more instructions (callgrind, eighth session).
     @inline(never)
     static func value(_ leaf: Leaf, _ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable,
                       models: ModelConfig, returnedAtMs: Int64, counts: UnsafeMutableBufferPointer<Int64>,
@@ -385,7 +382,8 @@ struct WindowTerms: Sendable {
 
     /// Fills counts and sums at time `t` of the terms in `needed` (bit i: term i; the others are
     /// left unset). An evaluation of some of the segments reads only their terms: after a page
-    /// view, the purchase terms are not summed.
+    /// view, the purchase terms are not summed. Out of line, as `RuleProgram.value`: inlined it
+    /// cost more.
     @inline(never)
     func evaluate(_ a: borrowing CustomerAggregates, at t: Int64, needed: UInt64, counts: UnsafeMutableBufferPointer<Int64>,
                   sums: UnsafeMutableBufferPointer<Int64>, from: UnsafeMutableBufferPointer<UInt32>) {
