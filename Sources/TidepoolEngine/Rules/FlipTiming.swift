@@ -57,12 +57,7 @@ struct FlipTiming: Sendable {
         var start: Int32
         var end: Int32
         /// Most rules are one comparison, or two joined by and/or: those skip the node passes.
-        var shape: Shape
-    }
-    enum Shape: Sendable {
-        case atom(Int32)
-        case pair(Int32, Int32, or: Bool)
-        case nodes
+        var shape: RuleShape
     }
 
     let nodes: [Node]
@@ -91,12 +86,12 @@ struct FlipTiming: Sendable {
             for (k, e) in p.atoms.enumerated() {
                 atoms[base + k] = Self.classify(e, windowTerms: windowTerms, models: models, generals: &generals)
             }
-            let shape: Shape
+            let shape: RuleShape
             switch p.flip.count == 3 ? (p.flip[0], p.flip[1], p.flip[2]) : nil {
             case (.atom(let x), .atom(let y), .and)?: shape = .pair(x + Int32(base), y + Int32(base), or: false)
             case (.atom(let x), .atom(let y), .or)?: shape = .pair(x + Int32(base), y + Int32(base), or: true)
             default:
-                if p.flip.count == 1, case .atom(let x) = p.flip[0] { shape = .atom(x + Int32(base)) } else { shape = .nodes }
+                if p.flip.count == 1, case .atom(let x) = p.flip[0] { shape = .single(x + Int32(base)) } else { shape = .general }
             }
             runs.append(Run(segment: Int32(r.segment), start: Int32(nodes.count), end: Int32(nodes.count + p.flip.count), shape: shape))
             var d = 0
@@ -331,14 +326,14 @@ struct FlipTiming: Sendable {
                                     let r = runs[left.trailingZeroBitCount]
                                     left &= left - 1
                                     switch r.shape {
-                                    case .atom(let i):
+                                    case .single(let i):
                                         segNext[Int(r.segment)] = atomInstant(Int(i))
                                         continue
                                     case .pair(let i, let j, let or):
                                         segNext[Int(r.segment)] = Decider(or: or, left: truths[Int(i)], right: truths[Int(j)])
                                             .instant({ atomInstant(Int(i)) }, { atomInstant(Int(j)) })
                                         continue
-                                    case .nodes: break
+                                    case .general: break
                                     }
                                     let start = Int(r.start), end = Int(r.end)
                                     // 1. Truth of every node, bottom up.

@@ -233,6 +233,16 @@ struct RuleProgram: Sendable, Equatable {
     }
 }
 
+/// The fast paths of a rule's evaluation (`ProgramTable`) and of its flip timing (`FlipTiming`):
+/// one atom, or two atoms joined by and/or (atoms numbered as in `ProgramTable`), else the
+/// general path (the stack machine, the node passes). The two passes classify a rule apart: an
+/// atom that compares two terms is a flip-timing atom but not a table test.
+enum RuleShape: Sendable {
+    case single(Int32)
+    case pair(Int32, Int32, or: Bool)
+    case general
+}
+
 /// Every segment's program in one array, in evaluation order, so that evaluating all segments
 /// of a customer walks one buffer with one value stack.
 struct ProgramTable: Sendable {
@@ -242,12 +252,7 @@ struct ProgramTable: Sendable {
         var end: Int
         /// Most rules are one comparison, or two joined by and/or: those are decided directly
         /// from `tests`, without the stack machine's dispatch.
-        var shape: Shape
-    }
-    enum Shape: Sendable {
-        case test(Int32)
-        case pair(Int32, Int32, or: Bool)
-        case program
+        var shape: RuleShape
     }
     /// One comparison, `leaf op constant` (`RuleProgram.Op.test`).
     struct Test: Sendable {
@@ -299,12 +304,12 @@ struct ProgramTable: Sendable {
             for op in own {
                 if case .test(let l, let c, let k, let a) = op { tests[Int(a)] = Test(leaf: l, op: c, constant: k) }
             }
-            let shape: Shape
+            let shape: RuleShape
             switch own.count == 3 ? (own[0], own[1], own[2]) : nil {
             case (.test(_, _, _, let x), .test(_, _, _, let y), .and)?: shape = .pair(x, y, or: false)
             case (.test(_, _, _, let x), .test(_, _, _, let y), .or)?: shape = .pair(x, y, or: true)
             default:
-                if own.count == 1, case .test(_, _, _, let x) = own[0] { shape = .test(x) } else { shape = .program }
+                if own.count == 1, case .test(_, _, _, let x) = own[0] { shape = .single(x) } else { shape = .general }
             }
             runs.append(Run(segment: i, start: ops.count, end: ops.count + own.count, shape: shape))
             ops += own

@@ -266,12 +266,12 @@ public struct SegmentSet: Sendable, Equatable {
                                     left &= left - 1
                                     let truth: Bool
                                     switch r.shape {
-                                    case .test(let i): truth = test(i)
+                                    case .single(let i): truth = test(i)
                                     case .pair(let i, let j, let or):
                                         // Both sides: the flip timing reads both truths.
                                         let x = test(i), y = test(j)
                                         truth = or ? x || y : x && y
-                                    case .program:
+                                    case .general:
                                         truth = RuleProgram.run(
                                             UnsafeBufferPointer(rebasing: ops[r.start..<r.end]), stack: stack, a, now: now,
                                             channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs,

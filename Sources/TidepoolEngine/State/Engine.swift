@@ -551,6 +551,9 @@ public final class Engine {
             // the instants kept, exact except those in `rounded` (lower bounds, `NextFlipCode`).
             withUnsafeTemporaryAllocation(of: Int64.self, capacity: n) { exact in
                 let dependents = masks + EvaluationScope.typeCount
+                // After the dependents (`scopeMasks`): what a customer with no events is in, and
+                // the segments its membership could change with time.
+                let emptyMembers = dependents[n], emptyTimed = dependents[n + 1]
                 /// `m` with every segment whose rounded instant a segment in `m` would read
                 /// (through `in_segment`), and the segments that refer to it: evaluated, it
                 /// gives its exact instant to them.
@@ -582,7 +585,7 @@ public final class Engine {
                         for i in 0..<n where exact[i] <= t { mask |= dependents[i] }
                     } else if incremental && firstEvent, let type {
                         // The others are as for an empty customer, and stay so until an event.
-                        mask = masks[Int(type.rawValue)] | dependents[n + 1]
+                        mask = masks[Int(type.rawValue)] | emptyTimed
                         for i in 0..<n where mask & (1 << UInt64(i)) == 0 { exact[i] = .max }
                     }
                     return mask
@@ -597,7 +600,7 @@ public final class Engine {
                         : segs.evaluate(a, now: t, channels: channels, returnedAtMs: returned, stored: bits, mask: mask,
                                         flips: exact)
                 }
-                var bits = run(&ps.customers[slot].aggregates, firstEvent && incremental ? dependents[n] : stored, mask)
+                var bits = run(&ps.customers[slot].aggregates, firstEvent && incremental ? emptyMembers : stored, mask)
                 var nextFlip = Int64.max
                 while true {
                     var earliest = -1
