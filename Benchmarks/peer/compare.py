@@ -72,6 +72,26 @@ def stop(proc, timeout=60):
     return proc.returncode
 
 
+def cpu_by_thread(pid):
+    """{thread name: CPU seconds (user + system)} of a live process, from /proc/<pid>/task/*/stat;
+    threads of one name (librdkafka's per-broker threads) are summed."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread exited meanwhile
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_delta(before, after):
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0.005}
+
+
 def start_broker(partitions):
     # Topics are created up front: the 2.0.2 mock does not implement CreateTopics' controller
     # path either ("waiting for controller"), so Quix could not create its output topic.
@@ -201,15 +221,20 @@ def scrape(port):
             members["__stall_max_s"] = float(l.rsplit(" ", 1)[1])
         elif l.startswith("tidepool_checkpoints_total"):
             members["__checkpoints"] = int(float(l.rsplit(" ", 1)[1]))
+        elif l.startswith("tidepool_campaign_decisions_total{"):
+            members["__decisions"] = members.get("__decisions", 0) + int(float(l.rsplit(" ", 1)[1]))
+        elif l.startswith("tidepool_triggers_produced_total"):
+            members["__triggers"] = int(float(l.rsplit(" ", 1)[1]))
         elif l.startswith('tidepool_thread_events_total{thread="'):
             members.setdefault("__threads", {})[l.split('"')[1]] = int(float(l.rsplit(" ", 1)[1]))
     return events, members
 
 
-def run_tidepool(bootstrap, events, tmp, threads, tag=""):
+def run_tidepool(bootstrap, events, tmp, threads, tag="", broker=None):
     """Consumes the preloaded topic from its start in a consumer group of its own (and a fresh
     state file; `tag` tells repeated runs apart), with `processing.threads` = threads; returns
-    (events/s, {segment: members, __...: figures})."""
+    (events/s, {segment: members, __...: figures}). `__cpu` is the CPU each of the daemon's
+    threads (and the broker process, `broker`) used from the first event applied to the last."""
     import socket
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     name = f"{threads}{tag}"
@@ -225,7 +250,13 @@ def run_tidepool(bootstrap, events, tmp, threads, tag=""):
             now = time.time()
             if n and first_at is None:
                 first_at, first_n = now, n
+                cpu0 = cpu_by_thread(proc.pid)
+                broker0 = cpu_by_thread(broker.pid) if broker else {}
             if n is not None and n >= events:
+                cpu = cpu_delta(cpu0, cpu_by_thread(proc.pid))
+                if broker:
+                    cpu["mock broker (process)"] = sum(cpu_delta(broker0, cpu_by_thread(broker.pid)).values())
+                members["__cpu"] = (cpu, n - first_n)
                 return (n - first_n) / (now - first_at), members
             if proc.poll() is not None:
                 break
@@ -294,6 +325,17 @@ def run_latency(bootstrap, rate, seconds, tmp, live, fetch_wait_ms=5):
     if "p99_ms" not in figures or int(figures.get("triggers", 0)) == 0:
         raise RuntimeError(f"tidepool-latency failed (exit {out.returncode}): {out.stdout} {out.stderr[-2000:]}")
     return int(figures["p50_ms"]), int(figures["p99_ms"]), figures
+
+
+def print_cpu(members):
+    """Where the CPU went, per million events applied: what bounds the end-to-end rate."""
+    cpu, applied = members.pop("__cpu")
+    print(f"    {members.pop('__decisions', 0):,} campaign decisions (deferrals included), "
+          f"{members.pop('__triggers', 0):,} triggers produced", flush=True)
+    per_m = 1e6 / max(applied, 1)
+    total = sum(cpu.values())
+    print(f"    CPU per million events: {total * per_m:.2f} s in all; "
+          + ", ".join(f"{k} {v * per_m:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])), flush=True)
 
 
 def metadata_only_inspection():
@@ -398,15 +440,17 @@ def main():
             # One processing thread (one core's worth of engine work), then one per core (the
             # daemon's default, processing.threads: auto): the same events, each run in a
             # consumer group of its own.
-            tp1, tp1_members = run_tidepool(bootstrap, a.events, tmp, 1)
+            tp1, tp1_members = run_tidepool(bootstrap, a.events, tmp, 1, broker=broker)
             line("tidepool end to end, 1 processing thread", tp1, "events/s",
                  f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, checkpoints on")
-            tp, tp_members = run_tidepool(bootstrap, a.events, tmp, "auto")
+            print_cpu(tp1_members)
+            tp, tp_members = run_tidepool(bootstrap, a.events, tmp, "auto", broker=broker)
             per_thread = tp_members.pop("__threads", {})
             shard_threads = sum(1 for t in per_thread if t != "main")
             line(f"tidepool end to end, whole machine", tp, "events/s",
                  f"processing.threads auto = {shard_threads}; events applied per thread "
                  + ", ".join(f"{t} {n}" for t, n in per_thread.items()))
+            print_cpu(tp_members)
             line("  longest checkpoint stall in that run", tp_members.pop("__stall_max_s", float("nan")) * 1000, "ms",
                  f"{tp_members.pop('__checkpoints', 0)} checkpoints (tidepool_checkpoint_stall_seconds, max)")
             # What the input path alone reaches on this machine and broker: the ceiling of the

@@ -206,3 +206,15 @@ final class ConfigLoaderTests: XCTestCase {
 }
 
 import Foundation
+
+final class PipelineCountersTests: XCTestCase {
+    /// Decisions are counted by `TriggerOutcome.index` and exposed in `allCases` order.
+    func testOutcomeIndexIsItsPositionInAllCases() {
+        for (i, o) in TriggerOutcome.allCases.enumerated() { XCTAssertEqual(o.index, i, "\(o)") }
+        var c = PipelineCounters()
+        c.count(.cancelled, campaign: "winback")
+        c.count(.sent, campaign: "winback")
+        c.count(.sent, campaign: "winback")
+        XCTAssertEqual(TriggerOutcome.allCases.map { c.decisions("winback", $0) }, [2, 0, 0, 0, 1])
+    }
+}

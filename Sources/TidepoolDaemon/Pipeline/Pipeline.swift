@@ -573,7 +573,10 @@ public final class Pipeline: RebalanceListener {
         let topic = t.outcome == .sent ? config.kafka.triggerTopic : config.kafka.suppressedTopic
         guard !topic.isEmpty else { return }
         encoder.encode(t, emittedAtMs: nowMs, into: &outBuffer)
-        produceOrFail(topic: topic, key: Array(t.customerID.utf8), value: outBuffer, headers: [])
+        var key = t.customerID  // read in place (an Array of its UTF-8 was an allocation per trigger)
+        key.withUTF8 { k in
+            outBuffer.withUnsafeBytes { v in produceOrFail(topic: topic, key: UnsafeRawBufferPointer(k), value: v) }
+        }
         if t.outcome == .sent { counters.triggersProduced += 1 }
     }
 
@@ -589,18 +592,24 @@ public final class Pipeline: RebalanceListener {
         ]
         if let field = f.field { headers.append(("tidepool.field", Array(field.utf8))) }
         if let ts = msg.timestampMs { headers.append(("tidepool.source.timestamp", Array(String(ts).utf8))) }
-        do {
+        produceOrFail {
             try producer.produce(topic: config.kafka.deadLetterTopic, key: msg.key,
                                  value: msg.valueIsNull ? nil : msg.value, headers: headers, opaque: currentSeq)
-            tracker.produced()
-        } catch {
-            failDelivery(error as? KafkaError ?? KafkaError(code: -1, message: "\(error)"))
         }
     }
 
+    private func produceOrFail(topic: String, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        produceOrFail { try producer.produce(topic: topic, key: key, value: value, opaque: currentSeq) }
+    }
+
     private func produceOrFail(topic: String, key: [UInt8], value: [UInt8]?, headers: [(String, [UInt8])]) {
+        produceOrFail { try producer.produce(topic: topic, key: key, value: value, headers: headers, opaque: currentSeq) }
+    }
+
+    /// Every record produced is tracked until its delivery report; a refused one fails delivery.
+    private func produceOrFail(_ produce: () throws -> Void) {
         do {
-            try producer.produce(topic: topic, key: key, value: value, headers: headers, opaque: currentSeq)
+            try produce()
             tracker.produced()
         } catch {
             failDelivery(error as? KafkaError ?? KafkaError(code: -1, message: "\(error)"))

@@ -88,12 +88,26 @@ public struct PipelineCounters: Sendable, Equatable {
     public func events(_ t: EventType) -> Int64 { eventsByType[Int(t.rawValue)] }
 
     public mutating func count(_ outcome: TriggerOutcome, campaign: String) {
-        let i = TriggerOutcome.allCases.firstIndex(of: outcome)!
+        let i = outcome.index
         campaignOutcomes[campaign, default: [Int64](repeating: 0, count: TriggerOutcome.allCases.count)][i] += 1
     }
 
     public func decisions(_ campaign: String, _ outcome: TriggerOutcome) -> Int64 {
-        campaignOutcomes[campaign]?[TriggerOutcome.allCases.firstIndex(of: outcome)!] ?? 0
+        campaignOutcomes[campaign]?[outcome.index] ?? 0
+    }
+}
+
+extension TriggerOutcome {
+    /// The position in `allCases`, without building that array (it is built on every call, and
+    /// every trigger is counted).
+    var index: Int {
+        switch self {
+        case .sent: 0
+        case .heldOut: 1
+        case .capped: 2
+        case .suppressed: 3
+        case .cancelled: 4
+        }
     }
 }
 

@@ -103,23 +103,50 @@ public struct CampaignError: Error, Sendable, Equatable, CustomStringConvertible
 
 /// Campaigns checked against the segments and channels, ready for the engine.
 public struct CampaignSet: Sendable {
-    struct Compiled: Sendable {
-        var name: String
-        var nameHash: UInt64
-        var startSegment: Int?
-        var entered: Bool
-        var eventType: EventType?
-        var eventChannel: UInt8?
-        var reasonKind: String
-        var condition: RuleExpr?
-        var channels: [UInt8]
-        var delayMs: Int64
-        var cooldownMs: Int64
-        var priority: Int
-        var holdoutBasisPoints: Int
-        var ttlMs: Int64
-        var quietHours: Bool
-        var snapshot: [(String, RuleExpr)]
+    /// A class: every decision reads its campaign, and copying a struct of three strings, two
+    /// arrays and a rule expression out of the array cost a retain and release of each.
+    final class Compiled: Sendable {
+        let name: String
+        let nameHash: UInt64
+        let startSegment: Int?
+        let entered: Bool
+        let eventType: EventType?
+        let eventChannel: UInt8?
+        let reasonKind: String
+        let condition: RuleExpr?
+        let channels: [UInt8]
+        let delayMs: Int64
+        let cooldownMs: Int64
+        let priority: Int
+        let holdoutBasisPoints: Int
+        let ttlMs: Int64
+        let quietHours: Bool
+        let snapshot: [(String, RuleExpr)]
+        /// The explanation's start, "entered <segment> at " or "<event type> at ", as UTF-8.
+        let explanationLead: [UInt8]
+
+        init(_ d: CampaignDefinition, startSegment: Int?, entered: Bool, eventType: EventType?, eventChannel: UInt8?,
+             reasonKind: String, condition: RuleExpr?, channels: [UInt8], snapshot: [(String, RuleExpr)], segmentNames: [String]) {
+            name = d.name
+            nameHash = StableHash.hash64(d.name.utf8)
+            self.startSegment = startSegment
+            self.entered = entered
+            self.eventType = eventType
+            self.eventChannel = eventChannel
+            self.reasonKind = reasonKind
+            self.condition = condition
+            self.channels = channels
+            delayMs = d.delayMs
+            cooldownMs = d.cooldownMs
+            priority = d.priority
+            holdoutBasisPoints = d.holdoutBasisPoints
+            ttlMs = d.ttlMs
+            quietHours = d.respectsQuietHours
+            self.snapshot = snapshot
+            let lead = startSegment.map { "\(entered ? "entered" : "left") \(segmentNames[$0]) at " }
+                ?? "\(eventType?.name ?? "event") at "
+            explanationLead = Array(lead.utf8)
+        }
     }
 
     public let definitions: [CampaignDefinition]
@@ -176,38 +203,36 @@ public struct CampaignSet: Sendable {
                 throw CampaignError(campaign: d.name, location: d.origin, message: "holdout must be between 0% and 100%")
             }
             let i = compiled.count
-            var c = Compiled(name: d.name, nameHash: StableHash.hash64(d.name.utf8), startSegment: nil, entered: true,
-                             eventType: nil, eventChannel: nil, reasonKind: "", condition: nil, channels: [],
-                             delayMs: d.delayMs, cooldownMs: d.cooldownMs, priority: d.priority,
-                             holdoutBasisPoints: d.holdoutBasisPoints, ttlMs: d.ttlMs, quietHours: d.respectsQuietHours, snapshot: [])
+            var startSegment: Int? = nil, entered = true, eventType: EventType? = nil, eventChannel: UInt8? = nil
+            var reasonKind = "", condition: RuleExpr? = nil, campaignChannels: [UInt8] = [], snapshot: [(String, RuleExpr)] = []
             switch d.start {
             case .segmentEntered, .segmentExited, .lifecycle:
                 let name = d.startSegment!
                 guard let s = segmentIndex[name] else {
                     throw CampaignError(campaign: d.name, location: d.origin, message: "no segment named '\(name)'")
                 }
-                c.startSegment = s
+                startSegment = s
                 if case .segmentExited = d.start {
-                    c.entered = false
-                    c.reasonKind = "segment_exited"
+                    entered = false
+                    reasonKind = "segment_exited"
                     onExit[s].append(i)
                 } else {
-                    c.reasonKind = { if case .lifecycle = d.start { return "lifecycle" } else { return "segment_entered" } }()
+                    reasonKind = { if case .lifecycle = d.start { return "lifecycle" } else { return "segment_entered" } }()
                     onEnter[s].append(i)
                 }
             case .event(let type, let ch):
-                c.eventType = type
-                c.eventChannel = try ch.map { n throws(CampaignError) in try channel(n, d) }
-                c.reasonKind = "event"
+                eventType = type
+                eventChannel = try ch.map { n throws(CampaignError) in try channel(n, d) }
+                reasonKind = "event"
                 onEvent[Int(type.rawValue)].append(i)
             }
-            for name in d.channels { c.channels.append(try channel(name, d)) }
+            for name in d.channels { campaignChannels.append(try channel(name, d)) }
             if let text = d.condition {
                 do throws(RuleError) {
                     let (e, t) = try segments.compile(text, origin: d.conditionOrigin, continuationIndent: d.conditionIndent,
                                                       aggregates: aggregates, channels: channels)
                     guard t == .bool else { throw RuleError(d.conditionOrigin, "condition must be true or false, not a \(t.rawValue)") }
-                    c.condition = e
+                    condition = e
                 } catch {
                     throw CampaignError(campaign: d.name, location: error.location, message: error.message)
                 }
@@ -215,11 +240,14 @@ public struct CampaignSet: Sendable {
             for text in d.snapshot {
                 do throws(RuleError) {
                     let (e, _) = try segments.compile(text, origin: d.origin, continuationIndent: 0, aggregates: aggregates, channels: channels)
-                    c.snapshot.append((RuleExplainer.render(e, nil, segments.segments.map(\.name)), e))
+                    snapshot.append((RuleExplainer.render(e, nil, segments.segments.map(\.name)), e))
                 } catch {
                     throw CampaignError(campaign: d.name, location: d.origin, message: "snapshot '\(text)': \(error.message)")
                 }
             }
+            let c = Compiled(d, startSegment: startSegment, entered: entered, eventType: eventType, eventChannel: eventChannel,
+                             reasonKind: reasonKind, condition: condition, channels: campaignChannels, snapshot: snapshot,
+                             segmentNames: segments.segments.map(\.name))
             compiled.append(c)
         }
         guard compiled.count <= 255 else {

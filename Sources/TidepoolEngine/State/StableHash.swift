@@ -29,7 +29,7 @@ public enum StableHash {
     /// `withUTF8` is mutating, and the copy it needed retained and released the string (~60
     /// instructions, three hashes per event).
     @inline(__always)
-    private static func utf8<R>(_ s: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+    fileprivate static func utf8<R>(_ s: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
         if let r = s.utf8.withContiguousStorageIfAvailable(body) { return r }
         var s = s
         return s.withUTF8(body)
@@ -51,31 +51,47 @@ public enum StableHash {
     /// written straight into the String: every campaign decision names its trigger this way, and
     /// the array, the two `String(radix:)` and the padding cost ~6k instructions.
     public static func hex128(_ parts: [String]) -> String {
-        let prime: UInt64 = 0x0000_0100_0000_01B3
-        var a: UInt64 = 0xCBF2_9CE4_8422_2325 ^ mix(0x7469_6465)  // "tide"
-        var b: UInt64 = 0xCBF2_9CE4_8422_2325 ^ mix(0x706F_6F6C)  // "pool"
-        for (n, p) in parts.enumerated() {
-            if n > 0 {
-                a = a &* prime  // a NUL byte: xor with 0 changes nothing
-                b = b &* prime
+        var h = Hex128()
+        for p in parts { h.add(p) }
+        return h.digits()
+    }
+
+    /// `hex128` fed one part at a time, so that a caller with a fixed number of parts (a
+    /// trigger's id) builds no array of them.
+    struct Hex128 {
+        private static let prime: UInt64 = 0x0000_0100_0000_01B3
+        private var a: UInt64 = 0xCBF2_9CE4_8422_2325 ^ StableHash.mix(0x7469_6465)  // "tide"
+        private var b: UInt64 = 0xCBF2_9CE4_8422_2325 ^ StableHash.mix(0x706F_6F6C)  // "pool"
+        private var first = true
+
+        mutating func add(_ part: String) {
+            if !first {
+                a = a &* Self.prime  // a NUL byte: xor with 0 changes nothing
+                b = b &* Self.prime
             }
-            utf8(p) { bytes in
+            first = false
+            var (a, b) = (self.a, self.b)
+            StableHash.utf8(part) { bytes in
                 for x in bytes {
-                    a = (a ^ UInt64(x)) &* prime
-                    b = (b ^ UInt64(x)) &* prime
+                    a = (a ^ UInt64(x)) &* Self.prime
+                    b = (b ^ UInt64(x)) &* Self.prime
                 }
             }
+            (self.a, self.b) = (a, b)
         }
-        let (ha, hb) = (mix(a), mix(b))
-        return String(unsafeUninitializedCapacity: 32) { out in
-            let digits: StaticString = "0123456789abcdef"
-            digits.withUTF8Buffer { d in
-                for k in 0..<16 {
-                    out[k] = d[Int((ha >> UInt64(60 - 4 * k)) & 15)]
-                    out[16 + k] = d[Int((hb >> UInt64(60 - 4 * k)) & 15)]
+
+        func digits() -> String {
+            let (ha, hb) = (StableHash.mix(a), StableHash.mix(b))
+            return String(unsafeUninitializedCapacity: 32) { out in
+                let digits: StaticString = "0123456789abcdef"
+                digits.withUTF8Buffer { d in
+                    for k in 0..<16 {
+                        out[k] = d[Int((ha >> UInt64(60 - 4 * k)) & 15)]
+                        out[16 + k] = d[Int((hb >> UInt64(60 - 4 * k)) & 15)]
+                    }
                 }
+                return 32
             }
-            return 32
         }
     }
 

@@ -48,7 +48,11 @@ public struct Trigger: Sendable, Equatable {
     }
 
     public static func id(customerID: String, campaign: String, episode: Int) -> String {
-        StableHash.hex128([customerID, campaign, String(episode)])
+        var h = StableHash.Hex128()
+        h.add(customerID)
+        h.add(campaign)
+        h.add(String(episode))
+        return h.digits()
     }
 
     public static func == (a: Trigger, b: Trigger) -> Bool {
