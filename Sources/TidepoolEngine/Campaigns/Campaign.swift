@@ -187,6 +187,7 @@ public struct CampaignSet: Sendable {
         var onEvent = [[Int]](repeating: [], count: EventType.allCases.count)
         var compiled: [Compiled] = []
         var names = Set<String>()
+        let segmentNames = segments.segments.map(\.name)
         func channel(_ name: String, _ d: CampaignDefinition) throws(CampaignError) -> UInt8 {
             guard channels.isKnown(name) else {
                 throw CampaignError(campaign: d.name, location: d.origin,
@@ -240,14 +241,14 @@ public struct CampaignSet: Sendable {
             for text in d.snapshot {
                 do throws(RuleError) {
                     let (e, _) = try segments.compile(text, origin: d.origin, continuationIndent: 0, aggregates: aggregates, channels: channels)
-                    snapshot.append((RuleExplainer.render(e, nil, segments.segments.map(\.name)), e))
+                    snapshot.append((RuleExplainer.render(e, nil, segmentNames), e))
                 } catch {
                     throw CampaignError(campaign: d.name, location: d.origin, message: "snapshot '\(text)': \(error.message)")
                 }
             }
             let c = Compiled(d, startSegment: startSegment, entered: entered, eventType: eventType, eventChannel: eventChannel,
                              reasonKind: reasonKind, condition: condition, channels: campaignChannels, snapshot: snapshot,
-                             segmentNames: segments.segments.map(\.name))
+                             segmentNames: segmentNames)
             compiled.append(c)
         }
         guard compiled.count <= 255 else {

@@ -177,22 +177,11 @@ extension Engine {
 }
 
 extension RuleValue {
-    /// `description`'s UTF-8, appended; whole numbers and times without an intermediate String.
+    /// `description`'s UTF-8, appended. A time is written in place: its 24 characters are too
+    /// long for a small (inline) String, so `description` would allocate one.
     func appendDescription(to out: inout [UInt8]) {
-        switch self {
-        case .number(let v) where v == v.rounded() && abs(v) < 1e15:
-            var n = Int64(v)
-            if n < 0 { out.append(0x2D); n = -n }
-            let start = out.count
-            repeat {
-                out.append(UInt8(truncatingIfNeeded: n % 10) + 0x30)
-                n /= 10
-            } while n > 0
-            out[start...].reverse()
-        case .time(let ms): Timestamp.appendRFC3339(ms, to: &out)
-        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
-        default: out.append(contentsOf: description.utf8)
-        }
+        if case .time(let ms) = self { return Timestamp.appendRFC3339(ms, to: &out) }
+        out.append(contentsOf: description.utf8)
     }
 }
 
@@ -209,7 +198,7 @@ extension CampaignSet {
 extension SnapshotValue {
     init(_ v: RuleValue) {
         switch v {
-        case .number(let d): self = d == d.rounded() && abs(d) < 1e15 ? .int(Int64(d)) : .text(String(d))
+        case .number(let d): self = RuleValue.whole(d).map { .int($0) } ?? .text(String(d))
         case .money(let u): self = .money(Money(units: u))
         case .time(let ms): self = .time(ms)
         default: self = .text(v.description)

@@ -12,7 +12,7 @@ public enum RuleValue: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .number(let v): return v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : String(v)
+        case .number(let v): return Self.whole(v).map { String($0) } ?? String(v)
         case .money(let u): return Money(units: u).description
         case .duration(let ms): return DurationText.format(ms)
         case .time(let ms): return Timestamp.formatRFC3339(ms)
@@ -21,6 +21,10 @@ public enum RuleValue: Sendable, Equatable, CustomStringConvertible {
         case .missing: return "none"
         }
     }
+
+    /// A number written without a fraction (and given to triggers as an integer): a whole value
+    /// below 10^15.
+    static func whole(_ v: Double) -> Int64? { v == v.rounded() && abs(v) < 1e15 ? Int64(v) : nil }
 }
 
 public enum RuleType: String, Sendable, Equatable {
