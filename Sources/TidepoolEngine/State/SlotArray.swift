@@ -104,6 +104,17 @@ public struct SlotArray<Element>: RandomAccessCollection, MutableCollection, Exp
         }
     }
 
+    /// Element `i` in place, the storage made unique once: for a caller that reads and changes
+    /// one element many times while the array neither grows nor is copied. Each access through
+    /// the subscript's `_modify` checked uniqueness (a runtime call; ~19 of them per segment
+    /// evaluation, ~3% of the engine's instructions).
+    @inline(__always)
+    mutating func uniquePointer(to i: Int) -> UnsafeMutablePointer<Element> {
+        precondition(i >= 0 && i < storage.count, "SlotArray index out of range")
+        makeUnique()
+        return storage.base + i
+    }
+
     public mutating func reserveCapacity(_ n: Int) {
         makeUnique()
         storage.reserve(n)
