@@ -125,6 +125,23 @@ let tEngine = best(3) {
     }
 }
 line("decode + engine + trigger encode (1 core)", Double(n) / tEngine, "events/s", "\(n) events, \(distinct) customers")
+
+// 3b. Trigger encoding alone, as the daemon's main thread does it for every decision it
+//     publishes: a campaign trigger with a three-value snapshot (the winback campaign's shape).
+let sample = Trigger(triggerID: Trigger.id(customerID: "c-10042", campaign: "winback", episode: 3), campaign: "winback",
+                     customerID: "c-10042", channel: "wecom", reasonKind: "segment_entered",
+                     reasonDetail: "entered winback at 2026-11-30T08:15:00.000Z: in_segment(repeat_buyer) = true, in_segment(lapsed_visitor) = true",
+                     causeEventID: nil, episode: 3, firedAtMs: ts, expiresAtMs: ts + 72 * 3_600_000,
+                     snapshot: [("orders()", .int(4)), ("spend()", .money(Money(units: 51_960))), ("since(last(page_view))", .int(1_296_000_000))])
+let nEncode = min(n, 1_000_000)
+var encodedBytes = 0
+let tEncode = best {
+    for k in 0..<nEncode {
+        encoder.encode(sample, emittedAtMs: ts + Int64(k), into: &out)
+        encodedBytes = out.count
+    }
+}
+line("trigger encode (TriggerEncoder, 1 core)", Double(nEncode) / tEncode, "triggers/s", "\(nEncode) triggers of \(encodedBytes) bytes, best of 5")
 }
 
 // 4. State engine at scale: 1M customers, the ten example segments, decode + aggregates +
