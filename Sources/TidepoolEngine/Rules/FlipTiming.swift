@@ -270,13 +270,13 @@ struct FlipTiming: Sendable {
     func next(_ a: borrowing CustomerAggregates, after t: Int64, returnedAtMs: Int64, bits: UInt64,
               windowTerms: WindowTerms, counts: UnsafeMutableBufferPointer<Int64>, sums: UnsafeMutableBufferPointer<Int64>,
               from: UnsafeMutableBufferPointer<UInt32>, truths: UnsafeMutablePointer<Bool>,
+              nodes node: UnsafeMutablePointer<(truth: Bool, needed: Bool, at: Int64)>,
               segNext: UnsafeMutableBufferPointer<Int64>, positions: UInt64) {
         let to = CustomerAggregates.hour(t)
         // The buckets and first/last times are taken once here, not once per term: each read of a
         // section is a closure, and per term the compiler left them out of line.
         a.withBuckets { buckets in
         a.withFirstLast { firstLast in
-        withUnsafeTemporaryAllocation(of: (truth: Bool, needed: Bool, at: Int64).self, capacity: max(nodes.count, 1)) { node in
                 nodes.withUnsafeBufferPointer { nodes in
                     subtreeStart.withUnsafeBufferPointer { starts in
                         atoms.withUnsafeBufferPointer { atoms in
@@ -388,7 +388,6 @@ struct FlipTiming: Sendable {
                         }
                     }
                 }
-            }
         }
         }
     }

@@ -209,8 +209,9 @@ public struct SegmentSet: Sendable, Equatable {
     /// the new instants of the segments in `mask`. Returns the memberships at `now`.
     @inline(__always)
     func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
-                  stored: UInt64, mask: UInt64, flips: UnsafeMutableBufferPointer<Int64>) -> UInt64 {
-        evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, flips: Optional(flips), stored: stored, mask: mask)
+                  stored: UInt64, mask: UInt64, flips: UnsafeMutableBufferPointer<Int64>, scratch: EvaluationScratch) -> UInt64 {
+        evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, flips: Optional(flips), stored: stored, mask: mask,
+                 scratch: scratch)
     }
 
     var scope: EvaluationScope { compiled.scope }
@@ -226,76 +227,77 @@ public struct SegmentSet: Sendable, Equatable {
     }
 
     /// Memberships at `now` of the segments in `mask` (the others keep their bit from `stored`);
-    /// with `flips`, each evaluated segment's next possible flip is written there too.
-    @inline(__always)
+    /// with `flips`, each evaluated segment's next possible flip is written there too. For the
+    /// occasional caller (views, reloads, the engine's setup): its scratch memory is allocated
+    /// here. The engine evaluates through `evaluate(_:now:channels:returnedAtMs:flips:stored:mask:scratch:)`
+    /// with memory of its own.
     private func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
                           flips: UnsafeMutableBufferPointer<Int64>?, stored: UInt64 = 0, mask: UInt64 = .max) -> UInt64 {
+        let scratch = EvaluationScratch(for: self)
+        defer { scratch.deallocate() }
+        return evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, flips: flips, stored: stored, mask: mask,
+                        scratch: scratch)
+    }
+
+    @inline(__always)
+    func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
+                  flips: UnsafeMutableBufferPointer<Int64>?, stored: UInt64, mask: UInt64, scratch: EvaluationScratch) -> UInt64 {
         let c = compiled
-        let n = max(c.windowTerms.count, 1)
-        return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 2 * n) { buf in
-            withUnsafeTemporaryAllocation(of: UInt32.self, capacity: n) { from in
-                withUnsafeTemporaryAllocation(of: Bool.self, capacity: max(c.table.atomCount, 1)) { truths in
-                    let truths = truths.baseAddress!
-                    let counts = UnsafeMutableBufferPointer(rebasing: buf[0..<n])
-                    let sums = UnsafeMutableBufferPointer(rebasing: buf[n..<(2 * n)])
-                    // Only the terms the evaluated segments read.
-                    var needed: UInt64 = 0
-                    c.windowTerms.termsRead.withUnsafeBufferPointer { read in
-                        var m = mask & c.scope.all
-                        while m != 0 {
-                            needed |= read[m.trailingZeroBitCount]
-                            m &= m - 1
-                        }
-                    }
-                    c.windowTerms.evaluate(a, at: now, needed: needed, counts: counts, sums: sums, from: from)
-                    let models = c.models
-                    let positions = c.table.positions(mask & c.scope.all)
-                    let bits = c.table.ops.withUnsafeBufferPointer { ops in
-                        c.table.runs.withUnsafeBufferPointer { runs in
-                          c.table.tests.withUnsafeBufferPointer { tests in
-                            withUnsafeTemporaryAllocation(of: Double.self, capacity: c.table.maxDepth) { stack in
-                                @inline(__always) func test(_ i: Int32) -> Bool {
-                                    let x = tests[Int(i)]
-                                    let r = x.op.holds(RuleProgram.value(x.leaf, a, now: now, channels: channels, models: models,
-                                                                         returnedAtMs: returnedAtMs, counts: counts, sums: sums), x.constant)
-                                    truths[Int(i)] = r
-                                    return r
-                                }
-                                // Segments outside the mask keep their stored truth; those inside are
-                                // evaluated in dependency order, so `in_segment` reads current bits.
-                                var bits: UInt64 = stored & ~mask
-                                var left = positions
-                                while left != 0 {
-                                    let r = runs[left.trailingZeroBitCount]
-                                    left &= left - 1
-                                    let truth: Bool
-                                    switch r.shape {
-                                    case .single(let i): truth = test(i)
-                                    case .pair(let i, let j, let or):
-                                        // Both sides: the flip timing reads both truths.
-                                        let x = test(i), y = test(j)
-                                        truth = or ? x || y : x && y
-                                    case .general:
-                                        truth = RuleProgram.run(
-                                            UnsafeBufferPointer(rebasing: ops[r.start..<r.end]), stack: stack, a, now: now,
-                                            channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs,
-                                            counts: counts, sums: sums, atoms: truths)
-                                    }
-                                    if truth { bits |= 1 << UInt64(r.segment) }
-                                }
-                                return bits
-                            }
-                          }
-                        }
-                    }
-                    if let flips {
-                        c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
-                                    counts: counts, sums: sums, from: from, truths: truths, segNext: flips, positions: positions)
-                    }
-                    return bits
-                }
+        let counts = scratch.counts, sums = scratch.sums, from = scratch.from, truths = scratch.truths
+        // Only the terms the evaluated segments read.
+        var needed: UInt64 = 0
+        c.windowTerms.termsRead.withUnsafeBufferPointer { read in
+            var m = mask & c.scope.all
+            while m != 0 {
+                needed |= read[m.trailingZeroBitCount]
+                m &= m - 1
             }
         }
+        c.windowTerms.evaluate(a, at: now, needed: needed, counts: counts, sums: sums, from: from)
+        let models = c.models
+        let positions = c.table.positions(mask & c.scope.all)
+        let bits = c.table.ops.withUnsafeBufferPointer { ops in
+            c.table.runs.withUnsafeBufferPointer { runs in
+              c.table.tests.withUnsafeBufferPointer { tests in
+                @inline(__always) func test(_ i: Int32) -> Bool {
+                    let x = tests[Int(i)]
+                    let r = x.op.holds(RuleProgram.value(x.leaf, a, now: now, channels: channels, models: models,
+                                                         returnedAtMs: returnedAtMs, counts: counts, sums: sums), x.constant)
+                    truths[Int(i)] = r
+                    return r
+                }
+                // Segments outside the mask keep their stored truth; those inside are
+                // evaluated in dependency order, so `in_segment` reads current bits.
+                var bits: UInt64 = stored & ~mask
+                var left = positions
+                while left != 0 {
+                    let r = runs[left.trailingZeroBitCount]
+                    left &= left - 1
+                    let truth: Bool
+                    switch r.shape {
+                    case .single(let i): truth = test(i)
+                    case .pair(let i, let j, let or):
+                        // Both sides: the flip timing reads both truths.
+                        let x = test(i), y = test(j)
+                        truth = or ? x || y : x && y
+                    case .general:
+                        truth = RuleProgram.run(
+                            UnsafeBufferPointer(rebasing: ops[r.start..<r.end]), stack: scratch.stack, a, now: now,
+                            channels: channels, memberships: bits, models: models, returnedAtMs: returnedAtMs,
+                            counts: counts, sums: sums, atoms: truths)
+                    }
+                    if truth { bits |= 1 << UInt64(r.segment) }
+                }
+                return bits
+              }
+            }
+        }
+        if let flips {
+            c.flip.next(a, after: now, returnedAtMs: returnedAtMs, bits: bits, windowTerms: c.windowTerms,
+                        counts: counts, sums: sums, from: from, truths: truths, nodes: scratch.nodes, segNext: flips,
+                        positions: positions)
+        }
+        return bits
     }
 
     /// Membership of every segment (indexed like `segments`) for one customer at `now`.
@@ -533,5 +535,38 @@ enum RuleEvaluator {
         default: return false
         }
         return op.holds(x, y)
+    }
+}
+
+/// The memory one evaluation works in: the window terms' counts, sums and first hours, each
+/// comparison's truth, the rule programs' value stack, the flip timing's nodes and the row of
+/// next flips. The engine allocates it once per configuration: allocated on the stack for every
+/// evaluation (six `withUnsafeTemporaryAllocation`s, each ~30 instructions with its closure) it
+/// cost ~3% of the engine's instructions. Not shared: each engine (thread) has its own.
+struct EvaluationScratch {
+    let counts: UnsafeMutableBufferPointer<Int64>
+    let sums: UnsafeMutableBufferPointer<Int64>
+    let from: UnsafeMutableBufferPointer<UInt32>
+    let truths: UnsafeMutablePointer<Bool>
+    let stack: UnsafeMutableBufferPointer<Double>
+    let nodes: UnsafeMutablePointer<(truth: Bool, needed: Bool, at: Int64)>
+    /// One entry per segment (`Engine.evaluate`'s decoded row of next flips).
+    let flips: UnsafeMutableBufferPointer<Int64>
+
+    init(for set: SegmentSet) {
+        let c = set.compiled
+        let terms = max(c.windowTerms.count, 1)
+        counts = .allocate(capacity: terms)
+        sums = .allocate(capacity: terms)
+        from = .allocate(capacity: terms)
+        truths = .allocate(capacity: max(c.table.atomCount, 1))
+        stack = .allocate(capacity: max(c.table.maxDepth, 1))
+        nodes = .allocate(capacity: max(c.flip.nodes.count, 1))
+        flips = .allocate(capacity: max(c.segments.count, 1))
+    }
+
+    func deallocate() {
+        counts.deallocate(); sums.deallocate(); from.deallocate(); truths.deallocate(); stack.deallocate()
+        nodes.deallocate(); flips.deallocate()
     }
 }

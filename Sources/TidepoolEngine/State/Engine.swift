@@ -251,6 +251,8 @@ public final class Engine {
     /// last reconfigured, indexed like the segments. Raw memory, like `scopeMasks`: an array
     /// stored in the engine was checked for exclusive access and uniqueness on every increment.
     private var transitionsBySegment: UnsafeMutablePointer<Int64>
+    /// Memory for one evaluation at a time (`EvaluationScratch`), sized for the current segments.
+    private var scratch: EvaluationScratch
     /// Transitions counted under earlier configurations, by segment name (a reload renumbers
     /// segments; a removed segment keeps its count).
     private var earlierTransitions: [String: Int64] = [:]
@@ -292,6 +294,7 @@ public final class Engine {
     deinit {
         scopeMasks.deallocate()
         transitionsBySegment.deallocate()
+        scratch.deallocate()
     }
 
     /// Segment transitions (entered + exited) since this engine was created, by segment name,
@@ -314,6 +317,7 @@ public final class Engine {
         self.allSegments = config.segments.scope.all
         self.transitionOutput = config.transitionOutput
         self.transitionsBySegment = Engine.counters(config.segments)
+        self.scratch = EvaluationScratch(for: config.segments)
         self.erasureSeed = StableHash.hash64(Array("tidepool-erasure:".utf8) + Array(config.erasureKey.utf8))
     }
 
@@ -559,7 +563,8 @@ public final class Engine {
             let masks = scopeMasks, incremental = incrementalEvaluation, everySegment = allSegments
             // The row, decoded: exact instants for the segments evaluated below; for the others,
             // the instants kept, exact except those in `rounded` (lower bounds, `NextFlipCode`).
-            withUnsafeTemporaryAllocation(of: Int64.self, capacity: n) { exact in
+            do {
+                let exact = scratch.flips
                 let dependents = masks + EvaluationScope.typeCount
                 // After the dependents (`scopeMasks`): what a customer with no events is in, and
                 // the segments its membership could change with time.
@@ -608,7 +613,7 @@ public final class Engine {
                 func run(_ a: inout CustomerAggregates, _ bits: UInt64, _ mask: UInt64) -> UInt64 {
                     mask == 0 ? bits
                         : segs.evaluate(a, now: t, channels: channels, returnedAtMs: returned, stored: bits, mask: mask,
-                                        flips: exact)
+                                        flips: exact, scratch: scratch)
                 }
                 var bits = run(&rec.pointee.aggregates, firstEvent && incremental ? emptyMembers : stored, mask)
                 var nextFlip = Int64.max
@@ -811,6 +816,8 @@ public final class Engine {
         usesLifecycle = new.segments.allTerms.recalledForMs != nil
         scopeMasks.deallocate()
         scopeMasks = Engine.scopeMasks(new.segments, channels: channels)
+        scratch.deallocate()
+        scratch = EvaluationScratch(for: new.segments)
         allSegments = new.segments.scope.all
         for p in Array(partitions.keys) {
             withPartition(p) { ps in
