@@ -511,6 +511,15 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// The id hashes the episode's decimal digits without building its String: the same id as
+    /// the definition, `hex128([customer, campaign, String(episode)])`, for every kind of number.
+    func testTriggerIDHashesTheEpisodeAsItsDecimalDigits() {
+        for ep in [0, 1, 9, 10, 99, 100, 12_345, 1_000_000_007, Int.max, -1, -42, Int.min] {
+            XCTAssertEqual(Trigger.id(customerID: "c-1", campaign: "winback", episode: ep),
+                           StableHash.hex128(["c-1", "winback", String(ep)]), "episode \(ep)")
+        }
+    }
+
     func testTriggerIDIsStable() {
         let a = Trigger.id(customerID: "c-1", campaign: "welcome", episode: 1)
         let b = Trigger.id(customerID: "c-1", campaign: "welcome", episode: 1)

@@ -171,7 +171,8 @@ final class SegmentRuleTests: XCTestCase {
                 let got = set.evaluate(a, now: now, channels: channels)
                 var expected = [Bool](repeating: false, count: rules.count)
                 for i in set.order {
-                    let ctx = RuleContext(aggregates: a, now: now, channels: channels, memberships: expected, models: set.models)
+                    let bits = expected.indices.reduce(UInt64(0)) { $0 | (expected[$1] ? 1 << UInt64($1) : 0) }
+                    let ctx = RuleContext(aggregates: a, now: now, channels: channels, memberships: bits, models: set.models)
                     expected[i] = RuleEvaluator.value(set.segments[i].expr, ctx) == .bool(true)
                 }
                 XCTAssertEqual(got, expected, "at day \((now - t0) / day)")

@@ -58,13 +58,12 @@ extension Engine {
         let camp = config.campaigns.campaigns[c]
         let id = ps.ids[slot]
         let segs = config.segments
-        let flags = segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 }
-        let ctx = RuleContext(aggregates: ps.customers[slot].aggregates, now: t, channels: channels, memberships: flags,
+        let ctx = RuleContext(aggregates: ps.customers[slot].aggregates, now: t, channels: channels, memberships: bits,
                               models: segs.models, returnedAtMs: ps.customers[slot].returnedAtMs)
 
         // 1. Debounce.
         var lapsed: String? = nil
-        if let s = camp.startSegment, flags[s] != camp.entered {
+        if let s = camp.startSegment, (bits & (1 << UInt64(s)) != 0) != camp.entered {
             lapsed = camp.entered ? "no longer in \(segs.segments[s].name)" : "back in \(segs.segments[s].name)"
         } else if let cond = camp.condition, RuleEvaluator.value(cond, ctx) != .bool(true) {
             lapsed = "condition no longer holds: \(RuleExplainer.render(cond, nil, segs.segments.map(\.name)))"

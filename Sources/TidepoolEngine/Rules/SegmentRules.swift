@@ -82,8 +82,9 @@ public struct RuleContext {
     public var aggregates: CustomerAggregates
     public var now: Int64
     public var channels: ChannelTable
-    /// Memberships of segments already evaluated (indexed like `SegmentSet.segments`).
-    public var memberships: [Bool]
+    /// Memberships of segments already evaluated, bit i for `SegmentSet.segments[i]` (the
+    /// engine's own form: an array of flags was an allocation for every campaign decision).
+    public var memberships: UInt64
     public var models: ModelConfig = ModelConfig()
     /// When the customer last came back from dormant or churned (.min: never).
     public var returnedAtMs: Int64 = .min
@@ -498,7 +499,7 @@ enum RuleEvaluator {
             return .missing
         case .distinctChannels: return .number(Double(c.aggregates.distinctChannels))
         case .ownedShare(let w): return c.aggregates.ownedShare(window: w, at: c.now, channels: c.channels).map { .number($0) } ?? .missing
-        case .inSegment(let i): return .bool(c.memberships[i])
+        case .inSegment(let i): return .bool(c.memberships & (1 << UInt64(i)) != 0)
         case .rfm: return .text(RFMClass.of(c.aggregates, at: c.now, c.models).name)
         case .lifecycle:
             return LifecycleStage.of(c.aggregates, returnedAtMs: c.returnedAtMs, at: c.now, c.models).map { .text($0.name) } ?? .missing

@@ -52,7 +52,7 @@ extension Engine {
             let segs = config.segments
             let bits = segs.memberships(a, now: t, channels: channels, returnedAtMs: r.returnedAtMs)
             let flags = segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 }
-            let ctx = RuleContext(aggregates: a, now: t, channels: channels, memberships: flags,
+            let ctx = RuleContext(aggregates: a, now: t, channels: channels, memberships: bits,
                                   models: segs.models, returnedAtMs: r.returnedAtMs)
             let names = segs.segments.map(\.name)
             let flips = segs.nextFlips(a, now: t, channels: channels, returnedAtMs: r.returnedAtMs)

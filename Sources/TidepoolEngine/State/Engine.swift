@@ -682,7 +682,7 @@ public final class Engine {
         let segs = config.segments
         let ctx: RuleContext? = transitionOutput == .explained
             ? RuleContext(aggregates: ps.customers[slot].aggregates, now: t, channels: channels,
-                          memberships: segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 },
+                          memberships: bits,
                           models: segs.models, returnedAtMs: ps.customers[slot].returnedAtMs)
             : nil
         var rest = changed

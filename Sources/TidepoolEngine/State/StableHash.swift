@@ -65,17 +65,40 @@ public enum StableHash {
         private var first = true
 
         mutating func add(_ part: String) {
+            StableHash.utf8(part) { add(bytes: $0) }
+        }
+
+        /// `add(String(n))` without the String: the decimal digits of `n` (a trigger's episode).
+        mutating func add(decimal n: Int) {
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { buf in
+                var v = n.magnitude, k = 20
+                repeat {
+                    k -= 1
+                    buf[k] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
+                    v /= 10
+                } while v > 0
+                if n < 0 {
+                    // "-" and the digits: a negative episode never occurs, but the id stays that of String(n).
+                    var all = [UInt8(0x2D)]
+                    all.append(contentsOf: buf[k...])
+                    all.withUnsafeBufferPointer { add(bytes: $0) }
+                    return
+                }
+                add(bytes: UnsafeBufferPointer(rebasing: buf[k...]))
+            }
+        }
+
+        @inline(__always)
+        private mutating func add(bytes: UnsafeBufferPointer<UInt8>) {
             if !first {
                 a = a &* Self.prime  // a NUL byte: xor with 0 changes nothing
                 b = b &* Self.prime
             }
             first = false
             var (a, b) = (self.a, self.b)
-            StableHash.utf8(part) { bytes in
-                for x in bytes {
-                    a = (a ^ UInt64(x)) &* Self.prime
-                    b = (b ^ UInt64(x)) &* Self.prime
-                }
+            for x in bytes {
+                a = (a ^ UInt64(x)) &* Self.prime
+                b = (b ^ UInt64(x)) &* Self.prime
             }
             (self.a, self.b) = (a, b)
         }

@@ -51,7 +51,7 @@ public struct Trigger: Sendable, Equatable {
         var h = StableHash.Hex128()
         h.add(customerID)
         h.add(campaign)
-        h.add(String(episode))
+        h.add(decimal: episode)
         return h.digits()
     }
 
