@@ -47,11 +47,12 @@ let n = args.count > 1 ? Int(args[1]) ?? 2_000_000 : 2_000_000
 /// `BENCH_ONLY=checkpoint`: the replay, then straight to the checkpoint figures (section 5);
 /// `BENCH_ONLY=campaigns`: only the replay with the three example campaigns (section 4b);
 /// `BENCH_ONLY=threads`: the replay, then one engine on one thread against two on two (4c);
+/// `BENCH_ONLY=steady`: the replay, A and B, then B's customers in steady state (section 4);
 /// `BENCH_ONLY=heavy`: only the memory of a 50-event customer (section 4a);
 /// `BENCH_ONLY=scale`: only memory per customer at `args[2]` customers (default 10M; 4d), in a
 /// process of its own (`Benchmarks/run` runs it after the rest).
 let only = ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? ""
-let engineOnly = only == "engine" || only == "checkpoint" || only == "campaigns" || only == "threads" || only == "scale" || only == "heavy"
+let engineOnly = only == "engine" || only == "checkpoint" || only == "campaigns" || only == "threads" || only == "steady" || only == "scale" || only == "heavy"
 
 // The reference event: a purchase of ~150 bytes, as producers send it.
 let distinct = 10_000
@@ -357,7 +358,7 @@ func alternating(_ a: Engine, batchedA: Bool, _ onA: (EngineOutput) -> Void,
 // The same replay one event at a time (A) against the batched apply of each run (B: customers
 // looked up and their state prefetched first), in two fresh engines; their transitions must be
 // equal.
-if only == "engine" || only == "" {
+if only == "engine" || only == "" || only == "steady" {
     let single = freshEngine(), batched = freshEngine()
     let (singleSeconds, batchedSeconds) = alternating(single, batchedA: false, { _ in }, batched, batchedB: true, { _ in })
     let singleTransitions = transitionCount(single), batchedTransitions = transitionCount(batched)
@@ -369,7 +370,8 @@ if only == "engine" || only == "" {
     // while), get the same events again 60 days later, batched as in B. Nothing is allocated for
     // a new customer, no fresh memory is faulted in, and no event is a customer's first; the
     // customers carry the earlier 60 days in their windows. Timers due meanwhile fire as stream
-    // time passes them.
+    // time passes them. Not with BENCH_ONLY=engine, whose replay is the callgrind input.
+    if only != "engine" {
     let shift: Int64 = 60 * 86_400_000
     let transitionsBefore = transitionCount(batched)
     let timersBefore = enginePartitions.reduce(Int64(0)) { $0 + (batched.stats($1)?.timersFired ?? 0) }
@@ -386,8 +388,9 @@ if only == "engine" || only == "" {
     line("... steady state: resident customers (B)", Double(engineEvents) / steadySeconds, "events/s",
          "the same \(engineEvents) events 60 days later, \(batched.customerCount) customers, \(transitionCount(batched) - transitionsBefore) transitions, "
          + "\(steadyTimers) timers, kernel \(Int((steadyKernel / steadySeconds * 100).rounded()))% of the time")
+    }
 }
-if only == "engine" { exit(0) }
+if only == "engine" || only == "steady" { exit(0) }
 
 // 4c. The same replay with the partitions split over two engines on two threads, as the daemon
 // does with `processing.threads: 2`: partitions 0-3 in one engine, 4-7 in the other; each block
