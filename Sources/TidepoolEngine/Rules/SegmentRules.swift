@@ -229,15 +229,15 @@ public struct SegmentSet: Sendable, Equatable {
 
     /// Memberships at `now` of the segments in `mask` (the others keep their bit from `stored`);
     /// with `flips`, each evaluated segment's next possible flip is written there too. For the
-    /// occasional caller (views, reloads, the engine's setup): its scratch memory is allocated
-    /// here. The engine evaluates through `evaluate(_:now:channels:returnedAtMs:flips:stored:mask:scratch:)`
-    /// with memory of its own.
+    /// occasional caller (views, reloads, which call it for every customer, the engine's setup):
+    /// its scratch memory is on the stack. The engine evaluates through
+    /// `evaluate(_:now:channels:returnedAtMs:flips:stored:mask:scratch:)` with memory of its own.
     private func evaluate(_ a: borrowing CustomerAggregates, now: Int64, channels: ChannelTable, returnedAtMs: Int64,
                           flips: UnsafeMutableBufferPointer<Int64>?, stored: UInt64 = 0, mask: UInt64 = .max) -> UInt64 {
-        let scratch = EvaluationScratch(for: self)
-        defer { scratch.deallocate() }
-        return evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, flips: flips, stored: stored, mask: mask,
-                        scratch: scratch)
+        EvaluationScratch.withTemporary(for: self) { scratch in
+            evaluate(a, now: now, channels: channels, returnedAtMs: returnedAtMs, flips: flips, stored: stored, mask: mask,
+                     scratch: scratch)
+        }
     }
 
     @inline(__always)
@@ -554,20 +554,51 @@ struct EvaluationScratch {
     /// One entry per segment (`Engine.evaluate`'s decoded row of next flips).
     let flips: UnsafeMutableBufferPointer<Int64>
 
-    init(for set: SegmentSet) {
+    private typealias Node = (truth: Bool, needed: Bool, at: Int64)
+
+    /// Element counts of each part for `set`, in the order they are laid out.
+    private static func sizes(_ set: SegmentSet) -> (terms: Int, atoms: Int, depth: Int, nodes: Int, segments: Int) {
         let c = set.compiled
-        let terms = max(c.windowTerms.count, 1)
-        counts = .allocate(capacity: terms)
-        sums = .allocate(capacity: terms)
-        from = .allocate(capacity: terms)
-        truths = .allocate(capacity: max(c.table.atomCount, 1))
-        stack = .allocate(capacity: max(c.table.maxDepth, 1))
-        nodes = .allocate(capacity: max(c.flip.nodes.count, 1))
-        flips = .allocate(capacity: max(c.segments.count, 1))
+        return (max(c.windowTerms.count, 1), max(c.table.atomCount, 1), max(c.table.maxDepth, 1), max(c.flip.nodes.count, 1),
+                max(c.segments.count, 1))
     }
 
-    func deallocate() {
-        counts.deallocate(); sums.deallocate(); from.deallocate(); truths.deallocate(); stack.deallocate()
-        nodes.deallocate(); flips.deallocate()
+    /// Bytes for `set`'s scratch: every part 8-byte aligned in one block.
+    private static func byteCount(_ set: SegmentSet) -> Int {
+        let n = sizes(set)
+        @inline(__always) func words(_ bytes: Int) -> Int { (bytes + 7) / 8 * 8 }
+        return words(3 * 8 * n.terms) + words(n.atoms) + 8 * n.depth + MemoryLayout<Node>.stride * n.nodes + 8 * n.segments
+    }
+
+    /// The parts laid out in `raw` (at least `byteCount(set)` bytes, 8-byte aligned).
+    private init(for set: SegmentSet, in raw: UnsafeMutableRawPointer) {
+        let n = Self.sizes(set)
+        var at = raw
+        func take<T>(_ type: T.Type, _ count: Int) -> UnsafeMutablePointer<T> {
+            let p = at.bindMemory(to: T.self, capacity: count)
+            at += (MemoryLayout<T>.stride * count + 7) / 8 * 8
+            return p
+        }
+        counts = UnsafeMutableBufferPointer(start: take(Int64.self, n.terms), count: n.terms)
+        sums = UnsafeMutableBufferPointer(start: take(Int64.self, n.terms), count: n.terms)
+        from = UnsafeMutableBufferPointer(start: take(UInt32.self, n.terms), count: n.terms)
+        truths = take(Bool.self, n.atoms)
+        stack = UnsafeMutableBufferPointer(start: take(Double.self, n.depth), count: n.depth)
+        nodes = take(Node.self, n.nodes)
+        flips = UnsafeMutableBufferPointer(start: take(Int64.self, n.segments), count: n.segments)
+    }
+
+    /// A scratch of its own for an engine (`deallocate` when done).
+    init(for set: SegmentSet) {
+        self.init(for: set, in: .allocate(byteCount: Self.byteCount(set), alignment: 8))
+    }
+
+    func deallocate() { UnsafeMutableRawPointer(counts.baseAddress!).deallocate() }
+
+    /// A scratch on the stack for one call.
+    static func withTemporary<R>(for set: SegmentSet, _ body: (EvaluationScratch) -> R) -> R {
+        withUnsafeTemporaryAllocation(byteCount: byteCount(set), alignment: 8) { raw in
+            body(EvaluationScratch(for: set, in: raw.baseAddress!))
+        }
     }
 }
