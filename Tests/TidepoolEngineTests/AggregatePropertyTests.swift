@@ -290,6 +290,29 @@ final class AggregatePropertyTests: XCTestCase {
         XCTAssertEqual(send("d8", at: day + 8, stream: day + 9), .duplicate)
     }
 
+    /// A channel is found by name whatever its length or storage: names of equal length ("app",
+    /// "sms"), names longer than a small string (16 bytes and more), a name built at run time from
+    /// bytes, unknown and empty names (`other`), and a table past the linear scan's 24 names.
+    func testChannelIndexFindsEveryNameAndOnlyThose() {
+        let owned = ["app", "sms", "website", "wecom", "email", "offline_store_shanghai_01"]
+        let platform = ["jd", "tmall", "douyin", "pinduoduo_flagship_store"]
+        let table = ChannelTable(AggregateConfig(ownedChannels: owned, platformChannels: platform))
+        for (i, name) in (owned + platform).enumerated() {
+            XCTAssertEqual(table.index(of: name), UInt8(i + 1), name)
+            let built = String(decoding: Array(name.utf8), as: UTF8.self)
+            XCTAssertEqual(table.index(of: built), UInt8(i + 1), "\(name), built from its bytes")
+            XCTAssertEqual(table.index(of: String(name.dropLast())), ChannelTable.other, "\(name) less its last character")
+            XCTAssertEqual(table.index(of: name + "x"), ChannelTable.other, "\(name) + x")
+        }
+        for unknown in ["", "ap", "smt", "APP", "offline_store_shanghai_02"] {
+            XCTAssertEqual(table.index(of: unknown), ChannelTable.other, unknown)
+        }
+        let many = (0..<30).map { "channel_\($0)" }
+        let big = ChannelTable(AggregateConfig(ownedChannels: many, platformChannels: []))
+        for (i, name) in many.enumerated() { XCTAssertEqual(big.index(of: name), UInt8(i + 1), name) }
+        XCTAssertEqual(big.index(of: "channel_30"), ChannelTable.other)
+    }
+
     /// The lifetime owned and platform counts are 32 bits: past 2^32 - 1 both halve, and the
     /// lifetime owned share stays what it was (to within an event).
     func testChannelCountsHalveTogetherAndKeepTheirRatio() {

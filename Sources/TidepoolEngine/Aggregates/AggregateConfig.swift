@@ -152,6 +152,8 @@ public struct ChannelTable: Sendable, Equatable {
     public let ownedMask: UInt64
     public let platformMask: UInt64
     private let index: [String: UInt8]
+    /// Each name's length in UTF-8 bytes (`index(of:)` compares only names of the event's length).
+    private let lengths: [Int]
 
     public init(_ config: AggregateConfig) {
         var names = ["other"]
@@ -163,18 +165,25 @@ public struct ChannelTable: Sendable, Equatable {
             names.append(c)
         }
         self.names = names
+        self.lengths = names.map(\.utf8.count)
         self.index = index
         self.ownedMask = owned
         self.platformMask = platform
     }
 
     /// Every event's channel is looked up here. Comparing against a few names is cheaper than
-    /// hashing the String (SipHash, ~300 instructions): channel names are short, and two small
-    /// strings compare as two machine words.
+    /// hashing the String (SipHash, ~300 instructions): channel names are short, and two equal
+    /// small strings compare as two machine words. Only names of the channel's length are
+    /// compared: two different strings go through the standard library's out-of-line comparison,
+    /// and against all 14 default names that was 12 calls per event (~1.4% of the engine's
+    /// instructions on the callgrind input, more with the loop around them).
     @inline(__always) public func index(of channel: String) -> UInt8 {
         if names.count <= 24 {
-            for i in 1..<names.count where names[i] == channel { return UInt8(i) }
-            return ChannelTable.other
+            let n = channel.utf8.count
+            return lengths.withUnsafeBufferPointer { lengths in
+                for i in 1..<lengths.count where lengths[i] == n && names[i] == channel { return UInt8(i) }
+                return ChannelTable.other
+            }
         }
         return index[channel] ?? ChannelTable.other
     }
