@@ -82,8 +82,7 @@ extension Engine {
                 ps.customers[slot].contact.marks.append(CampaignMark(campaign: camp.nameHash, episodes: 1, lastContactMs: contacted ? t : .min))
                 episode = 1
             }
-            var detail = explain(camp, p, ctx)
-            if let note { detail += " (\(note))" }
+            let detail = explain(camp, p, ctx, note: note)
             emit(.trigger(Trigger(
                 triggerID: Trigger.id(customerID: id, campaign: camp.name, episode: episode), campaign: camp.name,
                 customerID: id, channel: channels.names[Int(channel)], reasonKind: camp.reasonKind, reasonDetail: detail,
@@ -157,7 +156,8 @@ extension Engine {
     /// true, ..." or "add_to_cart at <time>". Written as UTF-8 into one buffer and made a String
     /// once: with string interpolation and a joined array of "name = value" strings it was ~4k
     /// instructions, a third of a campaign decision (callgrind, `BENCH_ONLY=campaigns`).
-    private func explain(_ camp: CampaignSet.Compiled, _ p: PendingTrigger, _ ctx: RuleContext) -> String {
+    /// A `note` (why it was not sent) follows in parentheses.
+    private func explain(_ camp: CampaignSet.Compiled, _ p: PendingTrigger, _ ctx: RuleContext, note: String?) -> String {
         var text: [UInt8] = []
         text.reserveCapacity(160)
         text.append(contentsOf: camp.explanationLead)
@@ -171,6 +171,11 @@ extension Engine {
             }
         }
         if p.deferrals > 0 { text.append(contentsOf: "; deferred out of quiet hours".utf8) }
+        if let note {
+            text.append(contentsOf: [0x20, 0x28])  // " ("
+            text.append(contentsOf: note.utf8)
+            text.append(0x29)  // ")"
+        }
         return String(decoding: text, as: UTF8.self)
     }
 }
@@ -189,8 +194,14 @@ extension CampaignSet {
 
     /// The customer's holdout bucket for a campaign, 0..<10_000 (basis points), from a stable hash:
     /// the same customer is in or out of a campaign's control group in every run and on every host.
+    /// (The hash of "holdout", the campaign and the id joined by NUL bytes, taken part by part:
+    /// the joined String and its byte array were ~1k instructions of the decision.)
     public static func holdoutBucket(customerID: String, campaign: String) -> Int {
-        Int(StableHash.hash64(Array("holdout\u{0}\(campaign)\u{0}\(customerID)".utf8)) % 10_000)
+        var h = StableHash.Parts64()
+        h.add("holdout")
+        h.add(campaign)
+        h.add(customerID)
+        return Int(h.value % 10_000)
     }
 }
 

@@ -56,6 +56,26 @@ public enum StableHash {
         return h.digits()
     }
 
+    /// `hash64` of parts joined by NUL bytes, fed one part at a time: the same value as hashing
+    /// the joined bytes, without building them (a campaign's holdout bucket is taken per decision).
+    struct Parts64 {
+        private static let prime: UInt64 = 0x0000_0100_0000_01B3
+        private var h: UInt64
+        private var first = true
+
+        init(seed: UInt64 = 0) { h = 0xCBF2_9CE4_8422_2325 ^ StableHash.mix(seed) }
+
+        mutating func add(_ part: String) {
+            if !first { h = h &* Self.prime }  // a NUL byte: xor with 0 changes nothing
+            first = false
+            var x = h
+            StableHash.utf8(part) { for b in $0 { x = (x ^ UInt64(b)) &* Self.prime } }
+            h = x
+        }
+
+        var value: UInt64 { StableHash.mix(h) }
+    }
+
     /// `hex128` fed one part at a time, so that a caller with a fixed number of parts (a
     /// trigger's id) builds no array of them.
     struct Hex128 {
