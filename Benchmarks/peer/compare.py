@@ -171,6 +171,9 @@ kafka:
     session.timeout.ms: "6000"
 state:
   path: "{state}"
+  # More often than the daemon's 5 s default: a run of a few seconds pays for a checkpoint
+  # every second (each run's count is printed).
+  checkpoint_interval: 1s
 processing:
   threads: {threads}
 time:
@@ -444,6 +447,8 @@ def main():
             line("tidepool end to end, 1 processing thread", tp1, "events/s",
                  f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, checkpoints on")
             print_cpu(tp1_members)
+            line("  longest checkpoint stall in that run", tp1_members.pop("__stall_max_s", float("nan")) * 1000, "ms",
+                 f"{tp1_members.pop('__checkpoints', 0)} checkpoints (tidepool_checkpoint_stall_seconds, max)")
             tp, tp_members = run_tidepool(bootstrap, a.events, tmp, "auto", broker=broker)
             per_thread = tp_members.pop("__threads", {})
             shard_threads = sum(1 for t in per_thread if t != "main")

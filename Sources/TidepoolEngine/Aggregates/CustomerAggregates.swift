@@ -245,8 +245,7 @@ public struct CustomerAggregates: Sendable, Equatable {
         let bit: UInt64 = 1 << UInt64(channel)
         channelsUsed |= bit
         if config.ownedMask & bit != 0 { countChannel(owned: true) } else if config.platformMask & bit != 0 { countChannel(owned: false) }
-        touch(key: type.rawValue, ts)
-        touch(key: 64 + channel, ts)
+        touch(type: type.rawValue, channel: channel, ts)
 
         // Each type's buckets last as long as its `keep` (KeptBuckets); refunds and cancels change
         // purchase buckets and orders, which last as long as purchases are kept.
@@ -307,6 +306,27 @@ public struct CustomerAggregates: Sendable, Equatable {
         lifetimeSpend -= amount
         lifetimeOrders -= 1
         if inRetention { add(hour: Self.hour(timestampMs), type: purchase, channel: channel, count: -1, amount: -amount) }
+    }
+
+    /// `touch(key: type)` then `touch(key: 64 + channel)` in one pass over the section (one
+    /// write access to the words instead of two).
+    @inline(__always)
+    private mutating func touch(type: UInt8, channel: UInt8, _ ts: Int64) {
+        let channelKey = 64 &+ channel
+        let known = sections.modify(.firstLast, as: FirstLast.self) { fl -> (Bool, Bool) in
+            var type0 = false, channel0 = false
+            for i in fl.indices {
+                let k = fl[i].key
+                guard k == type || k == channelKey else { continue }
+                if ts < fl[i].first { fl[i].first = ts }
+                if ts > fl[i].last { fl[i].last = ts }
+                if k == type { type0 = true } else { channel0 = true }
+                if type0 && channel0 { break }
+            }
+            return (type0, channel0)
+        }
+        if !known.0 { sections.append(FirstLast(key: type, first: ts, last: ts), to: .firstLast) }
+        if !known.1 { sections.append(FirstLast(key: channelKey, first: ts, last: ts), to: .firstLast) }
     }
 
     @inline(__always)
