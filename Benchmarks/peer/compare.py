@@ -7,7 +7,7 @@ TIDEPOOL_BIN selects the binary (default .build/release/tidepool).
 
 Starts `tidepool mock-broker` (librdkafka's mock cluster in its own process), produces N
 touchpoint events, then
-  1. runs `tidepool run` (10 segments, 3 campaigns, checkpoints on) and measures its rate from the
+  1. runs `tidepool run` (10 segments, 3 campaigns, a checkpoint every second) and measures its rate from the
      first event consumed to the last (polling /metrics);
   2. runs a Quix Streams application over the same topic with its own consumer group: per-customer
      state in RocksDB with daily purchase counts and sums, the rules count(purchase, 90d) >= 2 and
@@ -445,7 +445,7 @@ def main():
             # consumer group of its own.
             tp1, tp1_members = run_tidepool(bootstrap, a.events, tmp, 1, broker=broker)
             line("tidepool end to end, 1 processing thread", tp1, "events/s",
-                 f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, checkpoints on")
+                 f"{a.events} events, {a.customers} customers, 10 segments, 3 campaigns, a checkpoint every second")
             print_cpu(tp1_members)
             line("  longest checkpoint stall in that run", tp1_members.pop("__stall_max_s", float("nan")) * 1000, "ms",
                  f"{tp1_members.pop('__checkpoints', 0)} checkpoints (tidepool_checkpoint_stall_seconds, max)")
