@@ -175,8 +175,8 @@ public struct ChannelTable: Sendable, Equatable {
     /// hashing the String (SipHash, ~300 instructions): channel names are short, and two equal
     /// small strings compare as two machine words. Only names of the channel's length are
     /// compared: two different strings go through the standard library's out-of-line comparison,
-    /// and against all 14 default names that was 12 calls per event (~1.4% of the engine's
-    /// instructions on the callgrind input, more with the loop around them).
+    /// and against all 14 default names that was 12 calls per event (with the loop around them
+    /// 1.9% of the engine's instructions on the callgrind input, Benchmarks/README.md).
     @inline(__always) public func index(of channel: String) -> UInt8 {
         if names.count <= 24 {
             let n = channel.utf8.count
