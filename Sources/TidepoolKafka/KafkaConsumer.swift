@@ -83,7 +83,9 @@ public final class KafkaConsumer {
     let rk: OpaquePointer
     let queue: OpaquePointer
     private weak var listener: RebalanceListener?
-    private var buffer: [UnsafeMutablePointer<rd_kafka_message_t>?]
+    /// Room for one poll's messages. Memory of its own, not an array property: reading an
+    /// array property of a class is an exclusivity-checked access (~80 instructions per record).
+    private let buffer: UnsafeMutableBufferPointer<UnsafeMutablePointer<rd_kafka_message_t>?>
     private var topicNames: [OpaquePointer: String] = [:]
     /// Partitions currently assigned to this member.
     public private(set) var assignment: Set<TopicPartitionKey> = []
@@ -117,7 +119,8 @@ public final class KafkaConsumer {
         props["enable.auto.offset.store"] = "false"
         let conf = try makeConf(props)
         self.listener = listener
-        buffer = Array(repeating: nil, count: maxBatch)
+        buffer = .allocate(capacity: maxBatch)
+        buffer.initialize(repeating: nil)
         let box = Unmanaged<ConsumerBox>.passRetained(ConsumerBox())
         rd_kafka_conf_set_opaque(conf, box.toOpaque())
         rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
@@ -135,6 +138,7 @@ public final class KafkaConsumer {
         var errbuf = [CChar](repeating: 0, count: 512)
         guard let handle = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &errbuf, errbuf.count) else {
             box.release()
+            buffer.deallocate()
             throw KafkaError.config("cannot create consumer: \(String(cString: errbuf))")
         }
         rk = handle
@@ -151,6 +155,7 @@ public final class KafkaConsumer {
         rd_kafka_queue_destroy(queue)
         rd_kafka_destroy(rk)
         boxRef.release()
+        buffer.deallocate()
     }
 
     public func subscribe(_ topics: [String]) throws {
@@ -171,18 +176,28 @@ public final class KafkaConsumer {
         // timeout of added latency at moderate rates). Instead: take what is already fetched;
         // when that is nothing, wait for the first record alone (rd_kafka_consume_queue returns
         // as soon as one is there) and then take what came with it.
-        let n = buffer.withUnsafeMutableBufferPointer { b -> Int in
+        let n = { (b: UnsafeMutableBufferPointer<UnsafeMutablePointer<rd_kafka_message_t>?>) -> Int in
             let got = Int(rd_kafka_consume_batch_queue(queue, 0, b.baseAddress, b.count))
             guard got == 0, timeoutMs > 0, b.count > 0 else { return got }
             guard let first = rd_kafka_consume_queue(queue, Int32(timeoutMs)) else { return 0 }
             b[0] = first
             let more = b.count > 1 ? rd_kafka_consume_batch_queue(queue, 0, b.baseAddress! + 1, b.count - 1) : 0
             return 1 + max(0, Int(more))
-        }
+        }(buffer)
         guard n > 0 else { return 0 }
+        // A poll's records come in runs of one topic: the name of the last one is kept here
+        // (looked up in `topicNames` for every record, it was a hash of the pointer each time).
+        var last: (rkt: OpaquePointer, name: String)? = nil
         for k in 0..<n {
             let m = buffer[k]!
-            body(KafkaMessage(ptr: m, topic: topicName(m.pointee.rkt)))
+            let topic: String
+            if let rkt = m.pointee.rkt, let l = last, l.rkt == rkt {
+                topic = l.name
+            } else {
+                topic = topicName(m.pointee.rkt)
+                if let rkt = m.pointee.rkt { last = (rkt, topic) }
+            }
+            body(KafkaMessage(ptr: m, topic: topic))
             rd_kafka_message_destroy(m)
             buffer[k] = nil
         }

@@ -42,7 +42,7 @@ public final class KafkaProducer {
             let b = Unmanaged<ProducerBox>.fromOpaque(opaque).takeUnretainedValue()
             let m = msg.pointee
             let err = m.err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError(m.err, "delivery")
-            let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+            let topic = m.rkt.map { b.topicName($0) } ?? ""
             b.onDelivery(DeliveryReport(opaque: UInt(bitPattern: m._private), error: err,
                                         topic: topic, partition: m.partition, offset: m.offset))
         }
@@ -150,5 +150,17 @@ final class ProducerBox {
     let onDelivery: (DeliveryReport) -> Void
     var fatal: KafkaError?
     var lastError: KafkaError?
+    /// The topic of the last delivery report, by its handle and its name's address: reports come
+    /// in runs of one topic, and a String made from the C name was an allocation per report (a
+    /// name over 15 bytes, as `tidepool.triggers`, is not stored inline).
+    private var lastTopic: (rkt: OpaquePointer, cName: UnsafePointer<CChar>, name: String)?
     init(onDelivery: @escaping (DeliveryReport) -> Void) { self.onDelivery = onDelivery }
+
+    func topicName(_ rkt: OpaquePointer) -> String {
+        let cName = rd_kafka_topic_name(rkt)!
+        if let l = lastTopic, l.rkt == rkt, l.cName == cName { return l.name }
+        let name = String(cString: cName)
+        lastTopic = (rkt, cName, name)
+        return name
+    }
 }
