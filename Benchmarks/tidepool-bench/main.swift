@@ -175,7 +175,9 @@ let channelMix = ["website", "app", "mini_program", "wecom", "tmall", "jd"]
 //    purchases with order ids, several channels, all ten segments evaluated.
 if !engineOnly || only == "heavy" {
     let heavyPartitions = (0..<8).map { PartitionID(topic: "touchpoints", partition: Int32($0)) }
-    let heavyCustomers = 20_000
+    // HEAVY_CUSTOMERS=N sets how many (Benchmarks/run measures 200k with BENCH_ONLY=heavy in a
+    // process of its own: here, after the decoder's sections, the heap they freed is reused).
+    let heavyCustomers = Int(ProcessInfo.processInfo.environment["HEAVY_CUSTOMERS"] ?? "") ?? 20_000
     let perCustomer = 50
     let heavyBefore = allocatedBytes()
     let heavy = Engine(config: EngineConfig(aggregates: aggConfig, segments: segmentSet, firstPurchase: FirstPurchaseRule(enabled: false), transitionOutput: .counted))
