@@ -201,6 +201,9 @@ let producerThread = Thread {
         // start-up, not Tidepool's latency.
         _ = try producer.partitionCount(topic: o.topic, timeoutMs: 10_000)
     } catch { fail("producer: \(error)") }
+    // By handle, as the daemon produces its triggers.
+    let topic: KafkaTopic
+    do { topic = try producer.topic(o.topic) } catch { fail("topic: \(error)") }
     let t0 = wallUs()
     let total = o.rate * o.seconds
     var n = 0
@@ -220,7 +223,7 @@ let producerThread = Thread {
             buf.append(contentsOf: #"","type":"purchase","channel":"app","timestamp":"#.utf8)
             buf.append(contentsOf: String(wallMs()).utf8)
             buf.append(contentsOf: #","amount":10,"currency":"CNY"}"#.utf8)
-            do { try producer.produce(topic: o.topic, key: Array(customer.utf8), value: buf) } catch { fail("produce: \(error)") }
+            do { try producer.produce(to: topic, key: Array(customer.utf8), value: buf) } catch { fail("produce: \(error)") }
             n += 1
         }
         producer.poll(timeoutMs: 0)

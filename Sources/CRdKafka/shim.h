@@ -31,4 +31,22 @@ static inline rd_kafka_resp_err_t tp_produce(rd_kafka_t *rk, const char *topic, 
                              RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
 }
 
+/* The same by topic handle (RD_KAFKA_V_RKT): by name, librdkafka finds the topic again for
+ * every message, under the client's write lock. */
+static inline rd_kafka_resp_err_t tp_produce_rkt(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int32_t partition,
+                                                 const void *key, size_t key_len,
+                                                 const void *payload, size_t len,
+                                                 rd_kafka_headers_t *headers, void *opaque) {
+    if (headers) {
+        return rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)payload, len),
+                                 RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+    }
+    return rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)payload, len),
+                             RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+}
+
 #endif

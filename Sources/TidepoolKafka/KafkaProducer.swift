@@ -77,10 +77,55 @@ public final class KafkaProducer {
     /// The last non-fatal error librdkafka reported (connection loss and the like; it retries).
     public var lastError: KafkaError? { box.takeUnretainedValue().lastError }
 
+    /// A handle of `name` for `produce(to:)`.
+    public func topic(_ name: String) throws -> KafkaTopic {
+        guard let rkt = rd_kafka_topic_new(rk, name, nil) else {
+            throw KafkaError(rd_kafka_last_error(), "topic handle for \(name)")
+        }
+        return KafkaTopic(name: name, rkt: rkt, producer: self)
+    }
+
     /// Enqueues one record. The bytes are copied. When the local queue is full this serves
     /// delivery reports and retries, so it blocks only as long as the broker is behind.
     public func produce(topic: String, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?,
                         headers: [(String, [UInt8])] = [], opaque: UInt = 0) throws {
+        try enqueue(topic, headers: headers) { hdrs in
+            tp_produce(rk, topic, tp_partition_ua(), key?.baseAddress, key?.count ?? 0, value?.baseAddress, value?.count ?? 0,
+                       hdrs, UnsafeMutableRawPointer(bitPattern: opaque))
+        }
+    }
+
+    /// `produce(topic:...)` by the topic's handle: librdkafka does not look the topic up by name
+    /// (under the client's write lock) for every record.
+    public func produce(to topic: KafkaTopic, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?,
+                        headers: [(String, [UInt8])] = [], opaque: UInt = 0) throws {
+        try enqueue(topic.name, headers: headers) { hdrs in
+            tp_produce_rkt(rk, topic.rkt, tp_partition_ua(), key?.baseAddress, key?.count ?? 0, value?.baseAddress,
+                           value?.count ?? 0, hdrs, UnsafeMutableRawPointer(bitPattern: opaque))
+        }
+    }
+
+    public func produce(topic: String, key: [UInt8]?, value: [UInt8]?, headers: [(String, [UInt8])] = [], opaque: UInt = 0) throws {
+        try Self.withBytes(key, value) { k, v in try produce(topic: topic, key: k, value: v, headers: headers, opaque: opaque) }
+    }
+
+    public func produce(to topic: KafkaTopic, key: [UInt8]?, value: [UInt8]?, headers: [(String, [UInt8])] = [], opaque: UInt = 0) throws {
+        try Self.withBytes(key, value) { k, v in try produce(to: topic, key: k, value: v, headers: headers, opaque: opaque) }
+    }
+
+    private static func withBytes(_ key: [UInt8]?, _ value: [UInt8]?,
+                                  _ body: (UnsafeRawBufferPointer?, UnsafeRawBufferPointer?) throws -> Void) rethrows {
+        func withOpt(_ a: [UInt8]?, _ body: (UnsafeRawBufferPointer?) throws -> Void) rethrows {
+            if let a { try a.withUnsafeBytes { try body($0) } } else { try body(nil) }
+        }
+        try withOpt(key) { k in try withOpt(value) { v in try body(k, v) } }
+    }
+
+    /// One `send` with the headers (librdkafka owns them once it accepts the record); a full
+    /// queue serves delivery reports and tries again.
+    @inline(__always)
+    private func enqueue(_ topic: String, headers: [(String, [UInt8])],
+                         _ send: (OpaquePointer?) -> rd_kafka_resp_err_t) throws {
         while true {
             var hdrs: OpaquePointer? = nil
             if !headers.isEmpty {
@@ -89,10 +134,7 @@ public final class KafkaProducer {
                     v.withUnsafeBytes { b in _ = rd_kafka_header_add(hdrs, name, -1, b.baseAddress, b.count) }
                 }
             }
-            let err = tp_produce(rk, topic, tp_partition_ua(),
-                                 key?.baseAddress, key?.count ?? 0,
-                                 value?.baseAddress, value?.count ?? 0,
-                                 hdrs, UnsafeMutableRawPointer(bitPattern: opaque))
+            let err = send(hdrs)
             if err == RD_KAFKA_RESP_ERR_NO_ERROR { return }
             if let hdrs { rd_kafka_headers_destroy(hdrs) }
             if err == RD_KAFKA_RESP_ERR__QUEUE_FULL {
@@ -101,13 +143,6 @@ public final class KafkaProducer {
             }
             throw KafkaError(err, "produce to \(topic)")
         }
-    }
-
-    public func produce(topic: String, key: [UInt8]?, value: [UInt8]?, headers: [(String, [UInt8])] = [], opaque: UInt = 0) throws {
-        func withOpt(_ a: [UInt8]?, _ body: (UnsafeRawBufferPointer?) throws -> Void) rethrows {
-            if let a { try a.withUnsafeBytes { try body($0) } } else { try body(nil) }
-        }
-        try withOpt(key) { k in try withOpt(value) { v in try produce(topic: topic, key: k, value: v, headers: headers, opaque: opaque) } }
     }
 
     /// Serves delivery reports; returns how many were served.
@@ -144,6 +179,22 @@ public final class KafkaProducer {
         if t.err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(t.err, "metadata for \(topic)") }
         return Int(t.partition_cnt)
     }
+}
+
+/// A topic of a producer, by librdkafka's handle (`KafkaProducer.topic(_:)`). It keeps its
+/// producer alive: a handle must be destroyed before its client.
+public final class KafkaTopic {
+    public let name: String
+    let rkt: OpaquePointer
+    private let producer: KafkaProducer
+
+    init(name: String, rkt: OpaquePointer, producer: KafkaProducer) {
+        self.name = name
+        self.rkt = rkt
+        self.producer = producer
+    }
+
+    deinit { rd_kafka_topic_destroy(rkt) }
 }
 
 final class ProducerBox {

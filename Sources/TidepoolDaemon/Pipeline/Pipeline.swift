@@ -29,6 +29,11 @@ public final class Pipeline: RebalanceListener {
 
     private var consumer: KafkaConsumer!
     private var producer: KafkaProducer!
+    /// The output topics by handle (`KafkaProducer.topic`): by name, librdkafka looked each up
+    /// again for every record produced. nil: the topic is not configured.
+    private var triggerOut: KafkaTopic?
+    private var suppressedOut: KafkaTopic?
+    private var deadLetterOut: KafkaTopic?
     private var tracker = OffsetTracker()
     private var counters = PipelineCounters()
     private var currentSeq: UInt = 0
@@ -216,6 +221,10 @@ public final class Pipeline: RebalanceListener {
         producer = try KafkaProducer(properties: config.producerProperties) { [unowned self] report in
             self.onDelivery(report)
         }
+        func outputTopic(_ name: String) throws -> KafkaTopic? { name.isEmpty ? nil : try producer.topic(name) }
+        triggerOut = try outputTopic(config.kafka.triggerTopic)
+        suppressedOut = try outputTopic(config.kafka.suppressedTopic)
+        deadLetterOut = try outputTopic(config.kafka.deadLetterTopic)
         if let writer {
             try readTriggersBack(writer.store)
         } else if (try? producer.partitionCount(topic: config.kafka.triggerTopic)) == nil {
@@ -557,7 +566,11 @@ public final class Pipeline: RebalanceListener {
         case .erased(let id):
             // A tombstone on the customer's key: compaction removes its triggers, and downstream
             // learns to forget the customer.
-            produceOrFail(topic: config.kafka.triggerTopic, key: Array(id.utf8), value: nil, headers: [])
+            if let triggerOut {
+                produceOrFail(topic: triggerOut, key: Array(id.utf8), value: nil, headers: [])
+            } else {  // no name: librdkafka refuses it, and the delivery fails (the erasure is not dropped silently)
+                produceOrFail { try producer.produce(topic: config.kafka.triggerTopic, key: Array(id.utf8), value: nil, opaque: currentSeq) }
+            }
             counters.erasures += 1
         }
     }
@@ -570,8 +583,7 @@ public final class Pipeline: RebalanceListener {
             counters.triggersDeduplicated += 1
             return
         }
-        let topic = t.outcome == .sent ? config.kafka.triggerTopic : config.kafka.suppressedTopic
-        guard !topic.isEmpty else { return }
+        guard let topic = t.outcome == .sent ? triggerOut : suppressedOut else { return }
         encoder.encode(t, emittedAtMs: nowMs, into: &outBuffer)
         var key = t.customerID  // read in place (an Array of its UTF-8 was an allocation per trigger)
         key.withUTF8 { k in
@@ -593,17 +605,21 @@ public final class Pipeline: RebalanceListener {
         if let field = f.field { headers.append(("tidepool.field", Array(field.utf8))) }
         if let ts = msg.timestampMs { headers.append(("tidepool.source.timestamp", Array(String(ts).utf8))) }
         produceOrFail {
-            try producer.produce(topic: config.kafka.deadLetterTopic, key: msg.key,
-                                 value: msg.valueIsNull ? nil : msg.value, headers: headers, opaque: currentSeq)
+            let value = msg.valueIsNull ? nil : msg.value
+            if let deadLetterOut {
+                try producer.produce(to: deadLetterOut, key: msg.key, value: value, headers: headers, opaque: currentSeq)
+            } else {  // no name: librdkafka refuses it, and the delivery fails (nothing dropped silently)
+                try producer.produce(topic: config.kafka.deadLetterTopic, key: msg.key, value: value, headers: headers, opaque: currentSeq)
+            }
         }
     }
 
-    private func produceOrFail(topic: String, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        produceOrFail { try producer.produce(topic: topic, key: key, value: value, opaque: currentSeq) }
+    private func produceOrFail(topic: KafkaTopic, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        produceOrFail { try producer.produce(to: topic, key: key, value: value, opaque: currentSeq) }
     }
 
-    private func produceOrFail(topic: String, key: [UInt8], value: [UInt8]?, headers: [(String, [UInt8])]) {
-        produceOrFail { try producer.produce(topic: topic, key: key, value: value, headers: headers, opaque: currentSeq) }
+    private func produceOrFail(topic: KafkaTopic, key: [UInt8], value: [UInt8]?, headers: [(String, [UInt8])]) {
+        produceOrFail { try producer.produce(to: topic, key: key, value: value, headers: headers, opaque: currentSeq) }
     }
 
     /// Every record produced is tracked until its delivery report; a refused one fails delivery.
@@ -853,6 +869,9 @@ public final class Pipeline: RebalanceListener {
         publish()
         // Destroy the clients now, not whenever the Pipeline object goes away.
         consumer = nil
+        triggerOut = nil
+        suppressedOut = nil
+        deadLetterOut = nil
         producer = nil
         if let f = deliveryFailure { return .deliveryFailed(f.description) }
         if let f = fatalError { return .failed(f) }
