@@ -52,4 +52,51 @@ final class ConsumerPollTests: XCTestCase, RebalanceListener {
         XCTAssertLessThan(Date().timeIntervalSince(t1), 5)
         consumer.close()
     }
+
+    /// Each delivery report and each polled record names its own topic when records of two topics
+    /// interleave (both clients keep the name of the last topic seen), for a name stored inline
+    /// and one that is not (over 15 bytes), produced by handle and by name.
+    func testReportsAndRecordsNameTheirTopicWhenTopicsInterleave() throws {
+        let cluster = try MockCluster()
+        let long = "tidepool.triggers.interleaved", short = "dl"
+        try cluster.createTopic(long, partitions: 2)
+        try cluster.createTopic(short, partitions: 1)
+        var reports: [(topic: String, opaque: UInt)] = []
+        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "0"]) { r in
+            XCTAssertNil(r.error)
+            reports.append((r.topic, r.opaque))
+        }
+        let longTopic = try producer.topic(long)
+        XCTAssertEqual(longTopic.name, long)
+        for i in 0..<300 {
+            let value = Array("\(i % 3 == 0 ? short : long) \(i)".utf8)
+            if i % 3 == 0 {
+                try producer.produce(topic: short, key: Array("k".utf8), value: value, opaque: UInt(i))
+            } else {
+                try producer.produce(to: longTopic, key: Array("k\(i % 5)".utf8), value: value, opaque: UInt(i))
+            }
+            if i % 7 == 0 { producer.poll(timeoutMs: 0) }
+        }
+        try producer.flush(timeoutMs: 10_000)
+        XCTAssertEqual(reports.count, 300)
+        for r in reports { XCTAssertEqual(r.topic, r.opaque % 3 == 0 ? short : long, "report of record \(r.opaque)") }
+
+        let consumer = try KafkaConsumer(properties: [
+            "bootstrap.servers": cluster.bootstrapServers, "group.id": "topics-test", "auto.offset.reset": "earliest",
+            "enable.partition.eof": "false", "fetch.wait.max.ms": "5", "session.timeout.ms": "6000",
+        ], listener: self, maxBatch: 64)
+        try consumer.subscribe([long, short])
+        var seen = 0
+        let t0 = Date()
+        while seen < 300 && Date().timeIntervalSince(t0) < 30 {
+            consumer.poll(timeoutMs: 200) { m in
+                guard m.error == nil else { return }
+                let text = String(decoding: m.value, as: UTF8.self)
+                XCTAssertEqual(m.topic, String(text.split(separator: " ")[0]), text)
+                seen += 1
+            }
+        }
+        XCTAssertEqual(seen, 300)
+        consumer.close()
+    }
 }
