@@ -87,12 +87,11 @@ public final class KafkaProducer {
 
     /// Enqueues one record. The bytes are copied. When the local queue is full this serves
     /// delivery reports and retries, so it blocks only as long as the broker is behind.
+    /// (A handle for this one record, as librdkafka takes one by name: a caller producing many
+    /// records keeps a `topic(_:)` and produces `to:` it.)
     public func produce(topic: String, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?,
                         headers: [(String, [UInt8])] = [], opaque: UInt = 0) throws {
-        try enqueue(topic, headers: headers) { hdrs in
-            tp_produce(rk, topic, tp_partition_ua(), key?.baseAddress, key?.count ?? 0, value?.baseAddress, value?.count ?? 0,
-                       hdrs, UnsafeMutableRawPointer(bitPattern: opaque))
-        }
+        try produce(to: self.topic(topic), key: key, value: value, headers: headers, opaque: opaque)
     }
 
     /// `produce(topic:...)` by the topic's handle: librdkafka does not look the topic up by name
@@ -100,7 +99,7 @@ public final class KafkaProducer {
     public func produce(to topic: KafkaTopic, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?,
                         headers: [(String, [UInt8])] = [], opaque: UInt = 0) throws {
         try enqueue(topic.name, headers: headers) { hdrs in
-            tp_produce_rkt(rk, topic.rkt, tp_partition_ua(), key?.baseAddress, key?.count ?? 0, value?.baseAddress,
+            tp_produce(rk, topic.rkt, tp_partition_ua(), key?.baseAddress, key?.count ?? 0, value?.baseAddress,
                            value?.count ?? 0, hdrs, UnsafeMutableRawPointer(bitPattern: opaque))
         }
     }

@@ -72,6 +72,7 @@ public struct Demo {
         let pipeline = try Pipeline(config: config, logger: logger)
         let worker = PipelineThread(pipeline)
         var producer: KafkaProducer! = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "20"]) { _ in }
+        var inputTopic: KafkaTopic! = try producer.topic(input)
         var gen = TouchpointGenerator(customers: options.customers, malformedShare: options.malformedShare, seed: options.seed)
         gen.redeliveryShare = options.redeliveryShare
         var expected: [DeadLetterReason: Int64] = [:]
@@ -79,7 +80,7 @@ public struct Demo {
         var produced: Int64 = 0
         func produceOne(at eventTime: Int64) throws {
             let r = gen.next(nowMs: eventTime)
-            try producer.produce(topic: input, key: r.key, value: r.value)
+            try producer.produce(to: inputTopic, key: r.key, value: r.value)
             if let reason = r.expectedRejection { expected[reason, default: 0] += 1 }
             if r.isRedelivery { redelivered += 1 }
             produced += 1
@@ -179,6 +180,7 @@ public struct Demo {
         }
         let triggerRecords = topicTotal(config.kafka.triggerTopic)
         let deadLetterRecords = topicTotal(config.kafka.deadLetterTopic)
+        inputTopic = nil  // (the handle keeps its producer)
         producer = nil  // close the client before the cluster goes away (no disconnect noise)
         var counters = pipeline.metrics.snapshot
         counters.customers = customersBeforeStop  // the stop releases every partition's state
