@@ -98,9 +98,24 @@ public final class KafkaProducer {
     /// (under the client's write lock) for every record.
     public func produce(to topic: KafkaTopic, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?,
                         headers: [(String, [UInt8])] = [], opaque: UInt = 0) throws {
-        try enqueue(topic.name, headers: headers) { hdrs in
-            tp_produce(rk, topic.rkt, tp_partition_ua(), key?.baseAddress, key?.count ?? 0, value?.baseAddress,
-                           value?.count ?? 0, hdrs, UnsafeMutableRawPointer(bitPattern: opaque))
+        while true {
+            var hdrs: OpaquePointer? = nil
+            if !headers.isEmpty {
+                hdrs = rd_kafka_headers_new(headers.count)
+                for (name, v) in headers {
+                    v.withUnsafeBytes { b in _ = rd_kafka_header_add(hdrs, name, -1, b.baseAddress, b.count) }
+                }
+            }
+            let err = tp_produce(rk, topic.rkt, tp_partition_ua(), key?.baseAddress, key?.count ?? 0, value?.baseAddress,
+                                 value?.count ?? 0, hdrs, UnsafeMutableRawPointer(bitPattern: opaque))
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR { return }
+            // librdkafka owns the headers only once it accepts the record.
+            if let hdrs { rd_kafka_headers_destroy(hdrs) }
+            if err == RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                rd_kafka_poll(rk, 50)
+                continue
+            }
+            throw KafkaError(err, "produce to \(topic.name)")
         }
     }
 
@@ -118,30 +133,6 @@ public final class KafkaProducer {
             if let a { try a.withUnsafeBytes { try body($0) } } else { try body(nil) }
         }
         try withOpt(key) { k in try withOpt(value) { v in try body(k, v) } }
-    }
-
-    /// One `send` with the headers (librdkafka owns them once it accepts the record); a full
-    /// queue serves delivery reports and tries again.
-    @inline(__always)
-    private func enqueue(_ topic: String, headers: [(String, [UInt8])],
-                         _ send: (OpaquePointer?) -> rd_kafka_resp_err_t) throws {
-        while true {
-            var hdrs: OpaquePointer? = nil
-            if !headers.isEmpty {
-                hdrs = rd_kafka_headers_new(headers.count)
-                for (name, v) in headers {
-                    v.withUnsafeBytes { b in _ = rd_kafka_header_add(hdrs, name, -1, b.baseAddress, b.count) }
-                }
-            }
-            let err = send(hdrs)
-            if err == RD_KAFKA_RESP_ERR_NO_ERROR { return }
-            if let hdrs { rd_kafka_headers_destroy(hdrs) }
-            if err == RD_KAFKA_RESP_ERR__QUEUE_FULL {
-                rd_kafka_poll(rk, 50)
-                continue
-            }
-            throw KafkaError(err, "produce to \(topic)")
-        }
     }
 
     /// Serves delivery reports; returns how many were served.

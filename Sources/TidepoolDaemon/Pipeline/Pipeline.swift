@@ -566,11 +566,7 @@ public final class Pipeline: RebalanceListener {
         case .erased(let id):
             // A tombstone on the customer's key: compaction removes its triggers, and downstream
             // learns to forget the customer.
-            if let triggerOut {
-                produceOrFail(topic: triggerOut, key: Array(id.utf8), value: nil, headers: [])
-            } else {  // no name: librdkafka refuses it, and the delivery fails (the erasure is not dropped silently)
-                produceOrFail { try producer.produce(topic: config.kafka.triggerTopic, key: Array(id.utf8), value: nil, opaque: currentSeq) }
-            }
+            produceOrFail { try producer.produce(to: out(triggerOut, config.kafka.triggerTopic), key: Array(id.utf8), value: nil, opaque: currentSeq) }
             counters.erasures += 1
         }
     }
@@ -605,12 +601,8 @@ public final class Pipeline: RebalanceListener {
         if let field = f.field { headers.append(("tidepool.field", Array(field.utf8))) }
         if let ts = msg.timestampMs { headers.append(("tidepool.source.timestamp", Array(String(ts).utf8))) }
         produceOrFail {
-            let value = msg.valueIsNull ? nil : msg.value
-            if let deadLetterOut {
-                try producer.produce(to: deadLetterOut, key: msg.key, value: value, headers: headers, opaque: currentSeq)
-            } else {  // no name: librdkafka refuses it, and the delivery fails (nothing dropped silently)
-                try producer.produce(topic: config.kafka.deadLetterTopic, key: msg.key, value: value, headers: headers, opaque: currentSeq)
-            }
+            try producer.produce(to: out(deadLetterOut, config.kafka.deadLetterTopic), key: msg.key,
+                                 value: msg.valueIsNull ? nil : msg.value, headers: headers, opaque: currentSeq)
         }
     }
 
@@ -618,8 +610,10 @@ public final class Pipeline: RebalanceListener {
         produceOrFail { try producer.produce(to: topic, key: key, value: value, opaque: currentSeq) }
     }
 
-    private func produceOrFail(topic: KafkaTopic, key: [UInt8], value: [UInt8]?, headers: [(String, [UInt8])]) {
-        produceOrFail { try producer.produce(to: topic, key: key, value: value, headers: headers, opaque: currentSeq) }
+    /// The kept handle of an output topic; for a topic without a name (none is kept) a handle of
+    /// it for this record: librdkafka refuses it and the delivery fails, nothing is dropped silently.
+    private func out(_ kept: KafkaTopic?, _ name: String) throws -> KafkaTopic {
+        try kept ?? producer.topic(name)
     }
 
     /// Every record produced is tracked until its delivery report; a refused one fails delivery.

@@ -51,7 +51,6 @@ extension Engine {
             let t = max(r.evaluatedAtMs, ps.streamTimeMs)
             let segs = config.segments
             let bits = segs.memberships(a, now: t, channels: channels, returnedAtMs: r.returnedAtMs)
-            let flags = segs.segments.indices.map { bits & (1 << UInt64($0)) != 0 }
             let ctx = RuleContext(aggregates: a, now: t, channels: channels, memberships: bits,
                                   models: segs.models, returnedAtMs: r.returnedAtMs)
             let names = segs.segments.map(\.name)
@@ -59,7 +58,7 @@ extension Engine {
             let memberships = segs.segments.indices.map { i -> CustomerView.Membership in
                 let flip = flips[i]
                 return CustomerView.Membership(
-                    segment: segs.segments[i].name, member: flags[i],
+                    segment: segs.segments[i].name, member: bits & (1 << UInt64(i)) != 0,
                     ruleVersion: String(StableHash.hex128([segs.segments[i].rule]).prefix(12)), rule: segs.segments[i].rule,
                     values: RuleExplainer.values(segs.segments[i].expr, ctx, names: names).map { "\($0.0) = \($0.1)" },
                     nextFlipMs: flip == .max ? nil : flip)
